@@ -1,0 +1,242 @@
+//! The composition root: opens the store, runs the listeners, reacts to
+//! reload and stop requests, and drains. Owns no sync, renewal or routing
+//! logic itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::hook::Hook;
+use crate::http::{self, DRAIN_LIMIT};
+use crate::logging::LogHandle;
+use crate::notify;
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {key} {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The two sockets the daemon serves, bound before it starts (tests bind
+/// port 0 and read the addresses back).
+pub struct Listeners {
+    pub hook: TcpListener,
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `hook.listen` and `api.listen`.
+    pub async fn bind(cfg: &Config) -> Result<Listeners, DaemonError> {
+        let bind = |key, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { key, addr, source })
+        };
+        Ok(Listeners {
+            hook: bind("hook.listen", cfg.hook.listen).await?,
+            api: bind("api.listen", cfg.api.listen).await?,
+        })
+    }
+}
+
+/// Requests from outside the daemon (signals, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the configuration file and apply it.
+    Reload,
+}
+
+/// Runs the daemon until `stop` fires, then drains and flushes the store.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    mut control: mpsc::Receiver<Control>,
+    stop: CancellationToken,
+    log: LogHandle,
+) -> Result<(), DaemonError> {
+    let store_path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|e| StoreError::Backend(format!("store open task failed: {e}")))??;
+    let hook_addr = listeners.hook.local_addr().ok();
+    let api_addr = listeners.api.local_addr().ok();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.path.display(),
+        hook = %fmt_addr(hook_addr),
+        api = %fmt_addr(api_addr),
+        store = %store.path().display(),
+        "gcal-syncd started"
+    );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let (config_tx, _config_rx) = watch::channel(Arc::new(config));
+    let tracker = TaskTracker::new();
+    spawn_servers(&tracker, listeners, &config_tx.borrow(), &store, &stop);
+    tracker.spawn(notify::watchdog(stop.clone()));
+    notify::ready(&format!(
+        "serving hook={} api={}",
+        fmt_addr(hook_addr),
+        fmt_addr(api_addr)
+    ));
+
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            msg = control.recv() => match msg {
+                Some(Control::Reload) => reload(&config_tx, &log),
+                None => break,
+            },
+        }
+    }
+
+    tracing::info!(drain_limit = ?DRAIN_LIMIT, "stopping");
+    notify::stopping();
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_LIMIT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks still running after the drain limit; stopping anyway");
+    }
+    store.flush().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_servers(
+    tracker: &TaskTracker,
+    listeners: Listeners,
+    cfg: &Config,
+    store: &Store,
+    stop: &CancellationToken,
+) {
+    let hook = Hook::new(cfg.hook.public_url.path());
+    let hook_handler = move |req| {
+        let hook = hook.clone();
+        async move { hook.handle(req).await }
+    };
+    tracker.spawn(http::serve(
+        "hook",
+        listeners.hook,
+        http::Limits::default(),
+        hook_handler,
+        stop.clone(),
+    ));
+    let api = Api::new(store.clone());
+    let api_handler = move |req| {
+        let api = api.clone();
+        async move { api.handle(req).await }
+    };
+    tracker.spawn(http::serve(
+        "api",
+        listeners.api,
+        http::Limits::default(),
+        api_handler,
+        stop.clone(),
+    ));
+}
+
+/// Re-reads the configuration file; a bad one is logged and ignored.
+fn reload(current: &watch::Sender<Arc<Config>>, log: &LogHandle) {
+    notify::reloading();
+    let path = current.borrow().path.clone();
+    match Config::load(&path) {
+        Ok(new) => {
+            let old = current.borrow().clone();
+            for key in restart_only_changes(&old, &new) {
+                tracing::warn!(
+                    key,
+                    "changed in the configuration file; restart gcal-syncd to apply it"
+                );
+            }
+            log.set_level(&new.log_level);
+            tracing::info!(config = %path.display(), accounts = new.accounts.len(), "configuration reloaded");
+            current.send_replace(Arc::new(new));
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "invalid configuration");
+            }
+            tracing::error!(config = %path.display(), errors = errors.0.len(), "reload rejected; keeping the running configuration");
+        }
+    }
+    notify::ready("configuration reloaded");
+}
+
+/// Keys whose new value only takes effect after a restart.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.hook.listen != new.hook.listen {
+        out.push("hook.listen");
+    }
+    if old.api.listen != new.api.listen {
+        out.push("api.listen");
+    }
+    if old.store.path != new.store.path {
+        out.push("store.path");
+    }
+    out
+}
+
+fn fmt_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "?".into(), |a| a.to_string())
+}
+
+/// Turns SIGTERM/SIGINT into `stop` and SIGHUP into [`Control::Reload`].
+/// A second SIGTERM or SIGINT while draining exits at once.
+pub async fn forward_signals(
+    stop: CancellationToken,
+    control: mpsc::Sender<Control>,
+) -> Result<(), DaemonError> {
+    let mut signals =
+        signal_hook_tokio::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+    while let Some(signal) = signals.next().await {
+        match signal {
+            SIGHUP => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                if control.send(Control::Reload).await.is_err() {
+                    return Ok(());
+                }
+            }
+            _ if stop.is_cancelled() => {
+                tracing::warn!("second stop signal: exiting without draining");
+                std::process::exit(1);
+            }
+            _ => {
+                tracing::info!(signal = signal_name(signal), "stop requested");
+                stop.cancel();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        SIGHUP => "SIGHUP",
+        _ => "other",
+    }
+}

@@ -1,0 +1,131 @@
+//! The HTTP/1 server both listeners run on (hyper 1, one task per
+//! connection), hardened for the internet-facing hook: a header read timeout
+//! (slowloris), a small header buffer, and a cap on concurrent connections.
+//! HTTP/1 only: hyper-util's auto builder sniffs the version without a
+//! timeout. On stop it closes the listener and lets open connections finish
+//! their request within [`DRAIN_LIMIT`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Response type of every handler.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// How long open connections get to finish after a stop.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Limits of one server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
+        }
+    }
+}
+
+/// Serves `handler` on `listener` until `stop` fires, then drains.
+pub async fn serve<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: Limits,
+    handler: H,
+    stop: CancellationToken,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut accept_backoff = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => { accept_backoff = Duration::from_millis(10); conn }
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    tracing::warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(accept_backoff).await;
+                    accept_backoff = (accept_backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(server = name, %peer, "connection limit reached; closing");
+            continue;
+        };
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            server = name,
+            "connections still open after the drain limit; closing them"
+        );
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON error: `{"error": message}`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// An empty response with `status`.
+pub fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}

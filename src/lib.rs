@@ -1,0 +1,24 @@
+//! gcal-syncd turns Google Calendar push notifications ("something changed on
+//! calendar X") into an exact, durable feed of per-event changes.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, validated into [`config::Config`].
+//! - [`store`]: the sled store, the only module that sees sled; event
+//!   versions, sync tokens, channels and the change log, written atomically.
+//! - [`daemon`]: the composition root: listeners, signals, reload, drain.
+//! - [`http`]: the small hyper HTTP/1 server both listeners run on.
+//! - [`api`]: the local API (`/healthz`, later the change feed).
+//! - [`hook`]: the listener Google's push notifications arrive at.
+//! - [`logging`]: tracing to stderr, shaped for journald.
+//! - [`notify`]: systemd `sd_notify` messages and the watchdog.
+//! - [`secret`]: a string that never reaches a log line.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod hook;
+pub mod http;
+pub mod logging;
+pub mod notify;
+pub mod secret;
+pub mod store;

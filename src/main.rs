@@ -1,0 +1,145 @@
+//! The `gcal-syncd` command: parses arguments, sets up logging and the
+//! runtime, dispatches, and maps errors to exit codes (0 success, 78
+//! configuration error, 1 anything else).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use gcal_syncd::config::{self, Config};
+use gcal_syncd::{daemon, logging};
+
+/// sysexits.h EX_CONFIG.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "gcal-syncd",
+    version,
+    about = "Turns Google Calendar push notifications into an exact per-event change feed",
+    after_help = "The configuration file is --config, else $GCAL_SYNCD_CONFIG, else /etc/gcal-syncd/config.toml."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd starts it this way).
+    #[command(after_help = "Example:\n  gcal-syncd run --config /etc/gcal-syncd/config.toml")]
+    Run {
+        /// Configuration file.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration; print every error and exit 78, or exit 0.
+    #[command(
+        name = "check-config",
+        after_help = "Example:\n  gcal-syncd check-config --config config.example.toml"
+    )]
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Show the running daemon's calendars, asked from its local API.
+    #[command(after_help = "Example:\n  gcal-syncd status --config /etc/gcal-syncd/config.toml")]
+    Status {
+        /// Configuration file (to find the local API).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Run the built-in emulator and the daemon together and walk through a scripted set of changes.
+    #[command(after_help = "Example:\n  cargo run --release -- demo")]
+    Demo,
+    /// Run the Google Calendar emulator alone, for testing your own apps.
+    #[command(after_help = "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080")]
+    Emulator {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config::resolve_path(config)),
+        Command::CheckConfig { config } => check_config(config::resolve_path(config)),
+        Command::Status { .. } => not_built(
+            "status",
+            "the local API's /v1/calendars (the sync engine issue)",
+        ),
+        Command::Demo => not_built("demo", "the sync engine and the emulator"),
+        Command::Emulator { .. } => not_built("emulator", "the Google Calendar emulator"),
+    }
+}
+
+fn not_built(command: &str, needs: &str) -> ExitCode {
+    eprintln!("gcal-syncd {command}: not available in this build yet (it needs {needs})");
+    ExitCode::from(1)
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("{e}");
+        }
+        eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check_config(path: PathBuf) -> ExitCode {
+    match load(&path) {
+        Ok(cfg) => {
+            for warning in cfg.warnings() {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}: OK ({} account(s))", path.display(), cfg.accounts.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let cfg = match load(&path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let log = logging::init(&cfg.log_level);
+    // reqwest is built without a default crypto provider; install ring once,
+    // before any client exists. Err only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listeners = daemon::Listeners::bind(&cfg).await?;
+        let stop = CancellationToken::new();
+        let (control_tx, control_rx) = mpsc::channel(4);
+        let signals = tokio::spawn(daemon::forward_signals(stop.clone(), control_tx));
+        let result = daemon::run(cfg, listeners, control_rx, stop, log).await;
+        signals.abort();
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "gcal-syncd failed");
+            ExitCode::from(1)
+        }
+    }
+}

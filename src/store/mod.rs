@@ -1,0 +1,407 @@
+//! The durable state of the daemon, in sled. This module is the only one that
+//! imports sled; everything else sees [`Store`] and the plain records of
+//! [`records`].
+//!
+//! Trees: `meta` (schema version), `calendars` (calendar key -> state and
+//! sync token), `events` (calendar key + event id -> version and body),
+//! `channels` (channel id -> channel), `changes` (big-endian seq -> change
+//! record) and `cursors` (sink name -> seq).
+//!
+//! Invariant: a sync token is written in the same transaction as the event
+//! versions and change records of the page that produced it
+//! ([`Store::apply_page`]), and [`Store::flush`] makes it durable before
+//! it is relied on.
+
+mod keys;
+pub mod records;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+pub use records::*;
+
+/// The store layout this build writes. Bump it with a migration when the
+/// encoding of any tree changes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+/// sled keeps up to this much in its page cache.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another process (is gcal-syncd already running?)")]
+    Locked { path: PathBuf },
+    #[error("the store at {path} has schema version {found}, newer than {supported} which this gcal-syncd supports; run a newer gcal-syncd or move the store aside")]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("cannot create the store directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store record {tree}/{key} cannot be decoded: {reason}")]
+    Decode {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("change record seq {0} is already stored; the page was not written")]
+    SeqTaken(u64),
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// A handle to the open store. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    calendars: sled::Tree,
+    events: sled::Tree,
+    channels: sled::Tree,
+    changes: sled::Tree,
+    cursors: sled::Tree,
+    path: PathBuf,
+    recovered_from: Option<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path`.
+    ///
+    /// A store that sled reports as corrupt is moved aside to
+    /// `<path>.corrupt-<UTC timestamp>` (never deleted) and an empty one is
+    /// started: the next sync of every calendar is then a full one.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        match open_db(path) {
+            Ok(db) => Store::from_db(db, path, None),
+            Err(sled::Error::Corruption { .. }) => {
+                let aside = aside_name(path);
+                tracing::error!(
+                    store = %path.display(), moved_to = %aside.display(),
+                    "STORE CORRUPT: moved it aside and starting empty; every calendar will be fully resynced"
+                );
+                std::fs::rename(path, &aside).map_err(|e| {
+                    StoreError::Backend(format!(
+                        "the store at {} is corrupt and cannot be moved aside to {}: {e}",
+                        path.display(),
+                        aside.display()
+                    ))
+                })?;
+                std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Store::from_db(
+                    open_db(path).map_err(|e| classify_open(e, path))?,
+                    path,
+                    Some(aside),
+                )
+            }
+            Err(e) => Err(classify_open(e, path)),
+        }
+    }
+
+    fn from_db(
+        db: sled::Db,
+        path: &Path,
+        recovered_from: Option<PathBuf>,
+    ) -> Result<Store, StoreError> {
+        let meta = db.open_tree("meta")?;
+        match meta.get(SCHEMA_KEY)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = v.as_ref().try_into().map(u32::from_be_bytes).map_err(|_| {
+                    StoreError::Decode {
+                        tree: "meta",
+                        key: "schema_version".into(),
+                        reason: format!("{} bytes, expected 4", v.len()),
+                    }
+                })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(Store {
+            calendars: db.open_tree("calendars")?,
+            events: db.open_tree("events")?,
+            channels: db.open_tree("channels")?,
+            changes: db.open_tree("changes")?,
+            cursors: db.open_tree("cursors")?,
+            db,
+            path: path.to_path_buf(),
+            recovered_from,
+        })
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where a corrupt store was moved at open, if it was.
+    pub fn recovered_from(&self) -> Option<&Path> {
+        self.recovered_from.as_deref()
+    }
+
+    /// Writes the schema version (tests use it to fake a newer store).
+    #[doc(hidden)]
+    pub fn set_schema_version_for_tests(&self, version: u32) -> Result<(), StoreError> {
+        self.db
+            .open_tree("meta")?
+            .insert(SCHEMA_KEY, &version.to_be_bytes())?;
+        Ok(())
+    }
+
+    // ----- calendars -----
+
+    /// The state of a calendar; the default for one never seen.
+    pub fn calendar(&self, key: &CalendarKey) -> Result<CalendarState, StoreError> {
+        let k = keys::calendar(key);
+        Ok(self
+            .calendars
+            .get(&k)?
+            .map(|v| decode("calendars", &k, &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    pub fn put_calendar(&self, key: &CalendarKey, state: &CalendarState) -> Result<(), StoreError> {
+        self.calendars.insert(keys::calendar(key), encode(state))?;
+        Ok(())
+    }
+
+    /// Every calendar with stored state, in key order.
+    pub fn calendars(&self) -> Result<Vec<(CalendarKey, CalendarState)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.calendars.iter() {
+            let (k, v) = item?;
+            let key = keys::decode_calendar(&k).ok_or_else(|| StoreError::Decode {
+                tree: "calendars",
+                key: format!("{k:?}"),
+                reason: "malformed key".into(),
+            })?;
+            out.push((key, decode("calendars", &k, &v)?));
+        }
+        Ok(out)
+    }
+
+    // ----- events -----
+
+    pub fn event(
+        &self,
+        key: &CalendarKey,
+        event_id: &str,
+    ) -> Result<Option<EventVersion>, StoreError> {
+        let k = keys::event(key, event_id);
+        self.events
+            .get(&k)?
+            .map(|v| decode("events", &k, &v))
+            .transpose()
+    }
+
+    /// Every stored event of a calendar, in id order, read lazily.
+    pub fn events(
+        &self,
+        key: &CalendarKey,
+    ) -> impl Iterator<Item = Result<EventVersion, StoreError>> + '_ {
+        self.events.scan_prefix(keys::calendar(key)).map(|item| {
+            let (k, v) = item?;
+            decode("events", &k, &v)
+        })
+    }
+
+    /// Writes one page atomically: event versions, deletions, change records
+    /// and the calendar state (with the sync token when it is the last page).
+    /// Either all of it is stored or none of it.
+    pub fn apply_page(&self, page: &PageWrite) -> Result<(), StoreError> {
+        // Encode outside the transaction: its closure may run more than once.
+        let upserts: Vec<(Vec<u8>, Vec<u8>)> = page
+            .upserts
+            .iter()
+            .map(|e| (keys::event(&page.calendar, &e.id), encode(e)))
+            .collect();
+        let deletes: Vec<Vec<u8>> = page
+            .deletes
+            .iter()
+            .map(|id| keys::event(&page.calendar, id))
+            .collect();
+        let changes: Vec<([u8; 8], Vec<u8>)> = page
+            .changes
+            .iter()
+            .map(|c| (keys::seq(c.seq), encode(c)))
+            .collect();
+        let cal_key = keys::calendar(&page.calendar);
+        let state = encode(&page.state);
+        let result: Result<(), TransactionError<u64>> =
+            (&self.events, &self.changes, &self.calendars).transaction(|(events, log, cals)| {
+                for (k, v) in &upserts {
+                    events.insert(k.as_slice(), v.as_slice())?;
+                }
+                for k in &deletes {
+                    events.remove(k.as_slice())?;
+                }
+                for (k, v) in &changes {
+                    // A seq is written once: overwriting one would lose a change.
+                    if log.insert(&k[..], v.as_slice())?.is_some() {
+                        return Err(ConflictableTransactionError::Abort(u64::from_be_bytes(*k)));
+                    }
+                }
+                cals.insert(cal_key.as_slice(), state.as_slice())?;
+                Ok::<(), ConflictableTransactionError<u64>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => StoreError::from(e),
+            TransactionError::Abort(seq) => StoreError::SeqTaken(seq),
+        })
+    }
+
+    // ----- changes -----
+
+    /// Up to `limit` change records with `seq > after`, ascending.
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+        let start = keys::seq(after.saturating_add(1));
+        let mut out = Vec::new();
+        if after == u64::MAX {
+            return Ok(out);
+        }
+        for item in self.changes.range(start..).take(limit) {
+            let (k, v) = item?;
+            out.push(decode("changes", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The highest `seq` stored, 0 for an empty log.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .changes
+            .last()?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    // ----- channels -----
+
+    pub fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
+        self.channels
+            .insert(channel.id.as_bytes(), encode(channel))?;
+        Ok(())
+    }
+
+    pub fn remove_channel(&self, id: &str) -> Result<(), StoreError> {
+        self.channels.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.channels
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode("channels", &k, &v)
+            })
+            .collect()
+    }
+
+    // ----- cursors -----
+
+    pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .cursors
+            .get(sink.as_bytes())?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.cursors.insert(sink.as_bytes(), &seq.to_be_bytes())?;
+        Ok(())
+    }
+
+    // ----- durability -----
+
+    /// Makes every write so far durable (sled otherwise buffers up to 500 ms).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// [`Store::flush`] for code that is not async (shutdown, tests).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .open()
+}
+
+/// Turns sled's open errors into ones that name the path and say what to do.
+fn classify_open(e: sled::Error, path: &Path) -> StoreError {
+    match &e {
+        // sled reports its flock failure as an Io error with this text
+        // (sled 0.34 config.rs try_lock); there is no typed variant.
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => StoreError::Backend(format!("cannot open the store at {}: {e}", path.display())),
+    }
+}
+
+fn aside_name(path: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let name = path
+        .file_name()
+        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!("{name}.corrupt-{stamp}"))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs to JSON cannot fail (string keys only).
+    serde_json::to_vec(value).expect("store records serialize to JSON")
+}
+
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}

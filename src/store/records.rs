@@ -1,0 +1,126 @@
+//! The values kept in the store: plain serde structs, no sled types.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::secret::Secret;
+
+/// Identifies one followed calendar: the account's name and Google's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CalendarKey {
+    pub account: String,
+    pub calendar_id: String,
+}
+
+impl CalendarKey {
+    pub fn new(account: impl Into<String>, calendar_id: impl Into<String>) -> Self {
+        CalendarKey {
+            account: account.into(),
+            calendar_id: calendar_id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CalendarKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.account, self.calendar_id)
+    }
+}
+
+/// Sync state of one calendar.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalendarState {
+    /// Google's `nextSyncToken`; `None` means the next pass is a full sync.
+    pub sync_token: Option<String>,
+    /// Generation of the current (or last) full sync; events listed by it
+    /// carry the same number, so the sweep finds the ones not listed.
+    pub generation: u64,
+    /// Events currently stored for the calendar.
+    pub events: u64,
+    /// RFC 3339 time of the last successful pass.
+    pub last_sync_at: Option<String>,
+    pub last_error: Option<String>,
+    /// Google refused push for it (`pushNotSupportedForRequestedResource`).
+    pub poll_only: bool,
+}
+
+/// The stored version of one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventVersion {
+    pub id: String,
+    pub etag: Option<String>,
+    pub sequence: Option<i64>,
+    pub updated: Option<String>,
+    pub status: Option<String>,
+    /// The full-sync generation that last listed it.
+    pub generation: u64,
+    /// The Event resource as Google returned it.
+    pub body: Value,
+}
+
+/// What happened to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One entry of the change feed (the contract of architecture.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub seq: u64,
+    pub account: String,
+    pub calendar_id: String,
+    pub event_id: String,
+    pub change: ChangeKind,
+    pub etag: Option<String>,
+    pub sequence: Option<i64>,
+    pub updated: Option<String>,
+    pub changed_fields: Vec<String>,
+    pub event: Value,
+    pub previous: Option<Value>,
+    pub detected_at: String,
+}
+
+/// Life of a push channel as we see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    /// Persisted, `events.watch` not answered yet.
+    Pending,
+    /// Watch answered; pings expected.
+    Active,
+    /// Replaced; `channels.stop` not yet acknowledged.
+    Stopping,
+}
+
+/// A push channel we created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub id: String,
+    pub calendar: CalendarKey,
+    /// The secret Google echoes in `X-Goog-Channel-Token`.
+    pub token: Secret,
+    pub resource_id: Option<String>,
+    /// Milliseconds since the epoch, as Google returned it.
+    pub expiration_ms: Option<i64>,
+    pub state: ChannelState,
+    /// Set once the `sync` ping arrived.
+    pub confirmed: bool,
+}
+
+/// Everything one page of `events.list` changes, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct PageWrite {
+    pub calendar: CalendarKey,
+    /// Events to insert or replace.
+    pub upserts: Vec<EventVersion>,
+    /// Event ids to remove.
+    pub deletes: Vec<String>,
+    /// Change records, `seq` already assigned by the feed writer.
+    pub changes: Vec<ChangeRecord>,
+    /// The calendar's new state (the sync token on the last page).
+    pub state: CalendarState,
+}

@@ -1,0 +1,204 @@
+//! The store: every tree round-trips, awkward calendar ids stay apart, the
+//! page write is all-or-nothing, newer schemas and second openers are
+//! refused with clear messages.
+
+use serde_json::json;
+
+use gcal_syncd::store::*;
+
+use crate::support::TempDir;
+
+fn key(id: &str) -> CalendarKey {
+    CalendarKey::new("clinic", id)
+}
+
+fn version(id: &str, etag: &str) -> EventVersion {
+    EventVersion {
+        id: id.into(),
+        etag: Some(etag.into()),
+        sequence: Some(0),
+        updated: Some("2026-11-27T10:00:00.000Z".into()),
+        status: Some("confirmed".into()),
+        generation: 1,
+        body: json!({"id": id, "etag": etag, "summary": "s"}),
+    }
+}
+
+fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
+    ChangeRecord {
+        seq,
+        account: cal.account.clone(),
+        calendar_id: cal.calendar_id.clone(),
+        event_id: id.into(),
+        change: ChangeKind::Created,
+        etag: Some("\"1\"".into()),
+        sequence: Some(0),
+        updated: None,
+        changed_fields: vec![],
+        event: json!({"id": id}),
+        previous: None,
+        detected_at: "2026-11-27T10:00:01.000Z".into(),
+    }
+}
+
+fn page(cal: &CalendarKey, ids: &[&str], seqs: &[u64], token: &str) -> PageWrite {
+    PageWrite {
+        calendar: cal.clone(),
+        upserts: ids.iter().map(|id| version(id, "\"1\"")).collect(),
+        deletes: vec![],
+        changes: ids
+            .iter()
+            .zip(seqs)
+            .map(|(id, s)| change(*s, cal, id))
+            .collect(),
+        state: CalendarState {
+            sync_token: Some(token.into()),
+            events: ids.len() as u64,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn every_tree_round_trips() {
+    let dir = TempDir::new("roundtrip");
+    let path = dir.path().join("store");
+    let cal = key("primary");
+    {
+        let store = Store::open(&path).expect("open");
+        store
+            .apply_page(&page(&cal, &["aaa", "bbb"], &[1, 2], "tok1"))
+            .expect("apply");
+        let channel = ChannelRecord {
+            id: "chan-1".into(),
+            calendar: cal.clone(),
+            token: gcal_syncd::secret::Secret::new("channel-secret"),
+            resource_id: Some("res".into()),
+            expiration_ms: Some(1_800_000_000_000),
+            state: ChannelState::Active,
+            confirmed: true,
+        };
+        store.put_channel(&channel).expect("channel");
+        store.set_cursor("app", 2).expect("cursor");
+        store.flush_blocking().expect("flush");
+    }
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(
+        store.calendar(&cal).expect("cal").sync_token.as_deref(),
+        Some("tok1")
+    );
+    assert_eq!(store.calendars().expect("cals").len(), 1);
+    let ids: Vec<String> = store.events(&cal).map(|e| e.expect("event").id).collect();
+    assert_eq!(ids, ["aaa", "bbb"]);
+    assert_eq!(
+        store.event(&cal, "bbb").expect("get"),
+        Some(version("bbb", "\"1\""))
+    );
+    let log = store.changes_after(0, 10).expect("log");
+    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(store.changes_after(1, 10).expect("log")[0].event_id, "bbb");
+    assert_eq!(store.last_seq().expect("seq"), 2);
+    let channels = store.channels().expect("channels");
+    assert_eq!(channels[0].token.expose(), "channel-secret");
+    assert_eq!(store.cursor("app").expect("cursor"), Some(2));
+    store.remove_channel("chan-1").expect("remove");
+    assert!(store.channels().expect("channels").is_empty());
+}
+
+#[test]
+fn awkward_calendar_ids_do_not_collide() {
+    let dir = TempDir::new("keys");
+    let store = Store::open(&dir.path().join("store")).expect("open");
+    let ids = [
+        "a/b",
+        "a",
+        "a/b/c",
+        "x@group.calendar.google.com#1",
+        "ümlaut/日本",
+        "a\u{0}b",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let mut p = page(
+            &key(id),
+            &[&format!("ev{i}")],
+            &[i as u64 + 1],
+            &format!("tok-{i}"),
+        );
+        p.state.events = 1;
+        store.apply_page(&p).expect("apply");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let events: Vec<String> = store
+            .events(&key(id))
+            .map(|e| e.expect("event").id)
+            .collect();
+        assert_eq!(events, [format!("ev{i}")], "calendar {id:?}");
+        assert_eq!(
+            store.calendar(&key(id)).expect("state").sync_token,
+            Some(format!("tok-{i}"))
+        );
+    }
+    let mut listed: Vec<String> = store
+        .calendars()
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k.calendar_id)
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+}
+
+#[test]
+fn apply_page_is_all_or_nothing() {
+    let dir = TempDir::new("atomic");
+    let store = Store::open(&dir.path().join("store")).expect("open");
+    let cal = key("primary");
+    store
+        .apply_page(&page(&cal, &["aaa"], &[1], "tok1"))
+        .expect("first page");
+    // seq 1 is taken: the whole second page must be refused.
+    let bad = page(&cal, &["bbb", "ccc"], &[2, 1], "tok2");
+    let err = store.apply_page(&bad).expect_err("duplicate seq");
+    assert!(err.to_string().contains("seq 1 is already stored"), "{err}");
+    assert_eq!(store.event(&cal, "bbb").expect("get"), None);
+    assert_eq!(
+        store.calendar(&cal).expect("state").sync_token.as_deref(),
+        Some("tok1")
+    );
+    assert_eq!(store.last_seq().expect("seq"), 1);
+    assert_eq!(store.changes_after(0, 10).expect("log")[0].event_id, "aaa");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = TempDir::new("schema");
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path).expect("open");
+        store
+            .set_schema_version_for_tests(SCHEMA_VERSION + 1)
+            .expect("bump");
+        store.flush_blocking().expect("flush");
+    }
+    let err = Store::open(&path).err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("schema version 2, newer than 1"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn a_second_opener_gets_a_clear_message() {
+    let dir = TempDir::new("lock");
+    let path = dir.path().join("store");
+    let _first = Store::open(&path).expect("open");
+    let err = Store::open(&path).err().expect("second open refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the store at {} is in use by another process (is gcal-syncd already running?)",
+            path.display()
+        )
+    );
+}

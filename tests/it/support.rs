@@ -1,0 +1,214 @@
+//! Shared test helpers: temp dirs, a dummy credentials file, the daemon
+//! binary as a child process, and waiting on conditions with a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A fresh directory under the target dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("gcal-syncd-test-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A service-account key file that passes the shape checks. The private
+/// key is a marker, not a usable key.
+pub const DUMMY_PRIVATE_KEY: &str =
+    "-----BEGIN PRIVATE KEY-----\\nSECRET-KEY-MATERIAL-42\\n-----END PRIVATE KEY-----\\n";
+
+pub fn dummy_service_account(dir: &TempDir, name: &str) -> PathBuf {
+    dir.write(
+        name,
+        &format!(
+            r#"{{"type":"service_account","client_email":"[email protected]","private_key_id":"kid1","private_key":"{DUMMY_PRIVATE_KEY}","token_uri":"http://127.0.0.1:9/token"}}"#
+        ),
+    )
+}
+
+/// A valid config for `gcal-syncd run` on ports 0 and a store in `dir`.
+pub fn daemon_config(dir: &TempDir, extra_account_calendar: &str) -> String {
+    dummy_service_account(dir, "sa.json");
+    format!(
+        r#"log_level = "debug"
+[hook]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1/gcal/notify"
+[api]
+listen = "127.0.0.1:0"
+token_file = "api-token"
+[store]
+path = "store"
+[[accounts]]
+name = "clinic"
+credentials_file = "sa.json"
+calendars = ["primary"{extra_account_calendar}]
+"#
+    )
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gcal-syncd")
+}
+
+/// A running `gcal-syncd` child whose stderr lines are collected.
+pub struct Daemon {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    pub fn spawn(args: &[&str], dir: &Path) -> Daemon {
+        let mut child = Command::new(bin())
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("GCAL_SYNCD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gcal-syncd");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log so far.
+    pub fn wait_for_line(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?} within {within:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The value of `key=` in a log line.
+    pub fn field(line: &str, key: &str) -> String {
+        let start = line
+            .find(&format!("{key}="))
+            .unwrap_or_else(|| panic!("no {key}= in {line}"))
+            + key.len()
+            + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_matches('"')
+            .to_string()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.expect("run kill").success(), "kill -{signal} failed");
+    }
+
+    /// Waits for exit; returns the code and the rest of the log.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.log.extend(self.lines.try_iter());
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(line);
+                }
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "gcal-syncd did not exit within {within:?}; log:\n{}",
+                    self.log.join("\n")
+                );
+            }
+            // Polling a child's exit status has no event to wait on.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Plain HTTP GET over loopback; returns status and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
