@@ -80,7 +80,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `path`.
     ///
-    /// A store that sled reports as corrupt is moved aside to
+    /// A store that sled cannot read (see `is_corrupt`) is moved aside to
     /// `<path>.corrupt-<UTC timestamp>` (never deleted) and an empty one is
     /// started: the next sync of every calendar is then a full one.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -90,7 +90,7 @@ impl Store {
         })?;
         match open_db(path) {
             Ok(db) => Store::from_db(db, path, None),
-            Err(sled::Error::Corruption { .. }) => {
+            Err(e) if is_corrupt(&e) => {
                 let aside = aside_name(path);
                 tracing::error!(
                     store = %path.display(), moved_to = %aside.display(),
@@ -378,6 +378,16 @@ fn classify_open(e: sled::Error, path: &Path) -> StoreError {
             }
         }
         _ => StoreError::Backend(format!("cannot open the store at {}: {e}", path.display())),
+    }
+}
+
+/// sled cannot read what is on disk: its own corruption check, or a `conf`
+/// file it no longer recognises (what a torn write of it looks like).
+fn is_corrupt(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Corruption { .. } => true,
+        sled::Error::Unsupported(msg) => msg.contains("failed to open database"),
+        _ => false,
     }
 }
 

@@ -100,3 +100,23 @@ fn a_second_daemon_on_the_same_store_exits_with_a_clear_message() {
         second.log.join("\n")
     );
 }
+
+#[test]
+fn under_journald_lines_carry_a_priority_and_no_timestamp_or_colour() {
+    let dir = TempDir::new("journald");
+    dir.write("config.toml", &daemon_config(&dir, ""));
+    dir.write("api-token", API_TOKEN);
+    let env = [("JOURNAL_STREAM", "8:123456")];
+    let mut daemon = Daemon::spawn_with_env(&["run", "--config", "config.toml"], dir.path(), &env);
+    let started = daemon.wait_for_line("gcal-syncd started", Duration::from_secs(30));
+    assert!(started.starts_with("<6>"), "{started}");
+    assert!(!started.contains('\u{1b}'), "ANSI escape in {started:?}");
+    assert!(!started.starts_with("<6>20"), "timestamp in {started}");
+    for key in ["version=", "config=", "hook=", "api=", "store="] {
+        assert!(started.contains(key), "{key} missing in {started}");
+    }
+    let warning = daemon.wait_for_line("is not https", Duration::from_secs(10));
+    assert!(warning.starts_with("<4>"), "{warning}");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
+}

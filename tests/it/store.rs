@@ -202,3 +202,45 @@ fn a_second_opener_gets_a_clear_message() {
         )
     );
 }
+
+#[test]
+fn a_corrupt_store_is_moved_aside_not_deleted() {
+    let dir = TempDir::new("corrupt");
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path).expect("open");
+        store
+            .apply_page(&page(&key("primary"), &["aaa"], &[1], "tok1"))
+            .expect("apply");
+        store.flush_blocking().expect("flush");
+    }
+    // A torn write of sled's config file.
+    let conf = path.join("conf");
+    let garbled: Vec<u8> = std::fs::read(&conf)
+        .expect("conf")
+        .iter()
+        .map(|b| b ^ 0x5a)
+        .collect();
+    std::fs::write(&conf, &garbled).expect("garble");
+
+    let store = Store::open(&path).expect("recovered");
+    let aside = store
+        .recovered_from()
+        .expect("recovery reported")
+        .to_path_buf();
+    assert!(aside
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("store.corrupt-")));
+    assert_eq!(
+        std::fs::read(aside.join("conf")).expect("kept"),
+        garbled,
+        "the old store must be kept"
+    );
+    assert_eq!(
+        store.calendar(&key("primary")).expect("state").sync_token,
+        None,
+        "starts empty"
+    );
+    assert_eq!(store.last_seq().expect("seq"), 0);
+}

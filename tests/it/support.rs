@@ -87,13 +87,20 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[&str], dir: &Path) -> Daemon {
-        let mut child = Command::new(bin())
-            .args(args)
+        Daemon::spawn_with_env(args, dir, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
-            .env_remove("GCAL_SYNCD_CONFIG")
+            .env_remove("GCAL_SYNCD_CONFIG");
+        cmd.envs(env.iter().copied());
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
