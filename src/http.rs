@@ -5,7 +5,6 @@
 //! timeout. On stop it closes the listener and lets open connections finish
 //! their request within [`DRAIN_LIMIT`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +44,19 @@ impl Default for Limits {
     }
 }
 
+/// Returned by a handler to close the connection without an answer
+/// (the emulator's "connection drop" fault).
+#[derive(Debug)]
+pub struct Abort;
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for Abort {}
+
 /// Serves `handler` on `listener` until `stop` fires, then drains.
 pub async fn serve<H, F>(
     name: &'static str,
@@ -55,6 +67,24 @@ pub async fn serve<H, F>(
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
+{
+    let handler = move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Abort>(fut.await) }
+    };
+    serve_or_abort(name, listener, limits, handler, stop).await
+}
+
+/// [`serve`] for handlers that may drop a connection without answering.
+pub async fn serve_or_abort<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: Limits,
+    handler: H,
+    stop: CancellationToken,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response, Abort>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -80,7 +110,7 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
+            async move { handler(req).await }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

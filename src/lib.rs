@@ -16,6 +16,7 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod emulator;
 pub mod hook;
 pub mod http;
 pub mod logging;

@@ -58,10 +58,19 @@ enum Command {
     Demo,
     /// Run the Google Calendar emulator alone, for testing your own apps.
     #[command(after_help = "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080")]
+    #[command(
+        after_help = "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080 --allow-http\n\nThe API root is the printed URL + /calendar/v3, the token endpoint + /token,\nthe control API + /emulator/v1 (counters, faults, push knobs)."
+    )]
     Emulator {
-        /// Address to listen on.
+        /// Address to listen on (port 0: any free port).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-        listen: String,
+        listen: std::net::SocketAddr,
+        /// Let watch channels use http:// addresses (Google demands https).
+        #[arg(long)]
+        allow_http: bool,
+        /// Seed of every random decision (order, ids, faults).
+        #[arg(long, default_value_t = 0x5eed)]
+        seed: u64,
     },
 }
 
@@ -75,7 +84,11 @@ fn main() -> ExitCode {
             "the local API's /v1/calendars (the sync engine issue)",
         ),
         Command::Demo => not_built("demo", "the sync engine and the emulator"),
-        Command::Emulator { .. } => not_built("emulator", "the Google Calendar emulator"),
+        Command::Emulator {
+            listen,
+            allow_http,
+            seed,
+        } => emulator(listen, allow_http, seed),
     }
 }
 
@@ -139,6 +152,62 @@ fn run(path: PathBuf) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gcal-syncd failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn emulator(listen: std::net::SocketAddr, allow_http: bool, seed: u64) -> ExitCode {
+    let _log = logging::init("info");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let opts = gcal_syncd::emulator::Options {
+            allow_http,
+            seed,
+            ..Default::default()
+        };
+        let emu = gcal_syncd::emulator::Emulator::start(listener, opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("gcal-syncd-emulator-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let credentials = dir.join("service-account.json");
+        std::fs::write(&credentials, emu.service_account_json())
+            .map_err(|e| format!("cannot write {}: {e}", credentials.display()))?;
+        println!("listening on {}", emu.url());
+        println!("credentials: {}", credentials.display());
+        println!(
+            "api root: {}  token endpoint: {}  control: {}/emulator/v1",
+            emu.api_root(),
+            emu.token_uri(),
+            emu.url()
+        );
+        let stop = CancellationToken::new();
+        let (control_tx, _control_rx) = mpsc::channel(1);
+        let signals = tokio::spawn(daemon::forward_signals(stop.clone(), control_tx));
+        stop.cancelled().await;
+        signals.abort();
+        emu.shutdown().await;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gcal-syncd emulator: {e}");
             ExitCode::from(1)
         }
     }
