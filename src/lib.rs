@@ -12,6 +12,8 @@
 //! - [`logging`]: tracing to stderr, shaped for journald.
 //! - [`notify`]: systemd `sd_notify` messages and the watchdog.
 //! - [`secret`]: a string that never reaches a log line.
+//! - [`emulator`]: a strict Google Calendar v3 emulator (tests, demo).
+//! - [`tls`]: the rustls crypto provider, installed once.
 
 pub mod api;
 pub mod config;
@@ -23,3 +25,4 @@ pub mod logging;
 pub mod notify;
 pub mod secret;
 pub mod store;
+pub mod tls;

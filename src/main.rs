@@ -126,9 +126,7 @@ fn run(path: PathBuf) -> ExitCode {
         Err(code) => return code,
     };
     let log = logging::init(&cfg.log_level);
-    // reqwest is built without a default crypto provider; install ring once,
-    // before any client exists. Err only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    gcal_syncd::tls::ensure_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,7 +157,7 @@ fn run(path: PathBuf) -> ExitCode {
 
 fn emulator(listen: std::net::SocketAddr, allow_http: bool, seed: u64) -> ExitCode {
     let _log = logging::init("info");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    gcal_syncd::tls::ensure_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,6 +15,13 @@ use super::world::{AccessToken, World};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 const SCOPE_ROOT: &str = "https://www.googleapis.com/auth/";
+/// Audiences Google's token endpoint accepts besides its own URL; google-auth
+/// always sends the first, whatever the key file's token_uri says.
+const GOOGLE_AUDIENCES: &[&str] = &[
+    "https://oauth2.googleapis.com/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+    "https://accounts.google.com/o/oauth2/token",
+];
 
 /// An OAuth error answer: 400/401 `{"error","error_description"}`.
 #[derive(Debug)]
@@ -103,7 +110,8 @@ fn jwt_grant(world: &World, assertion: &str) -> Result<(String, String, Vec<Stri
             return Err(OAuthError::grant("Invalid JWT Signature."));
         }
     }
-    if claims.get("aud").and_then(Value::as_str) != Some(world.token_url.as_str()) {
+    let aud = claims.get("aud").and_then(Value::as_str).unwrap_or("");
+    if aud != world.token_url && !GOOGLE_AUDIENCES.contains(&aud) {
         return Err(OAuthError::grant(format!(
             "Invalid JWT: aud must be {}",
             world.token_url

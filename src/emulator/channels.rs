@@ -62,9 +62,9 @@ pub struct Delivery {
     pub state: &'static str,
     pub number: u64,
     pub delay: Duration,
-    /// Told when the delivery has finished (used for `sync` before the
-    /// watch response).
-    pub done: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Sent in order with the channel's other notifications (false when
+    /// the reorder knob is on).
+    pub ordered: bool,
 }
 
 /// The body of events.watch / calendarList.watch.
@@ -227,7 +227,7 @@ impl World {
             state: "sync",
             number: 1,
             delay: Duration::ZERO,
-            done: None,
+            ordered: true,
         };
         self.used_channel_ids.insert(req.id.clone());
         self.channels.insert(req.id, channel);
@@ -347,7 +347,7 @@ impl World {
             state: "exists",
             number: ch.number,
             delay: Duration::from_millis(knobs.delay_ms + jitter) + window,
-            done: None,
+            ordered: knobs.reorder_ms == 0,
         };
         let copies = if duplicate { 2 } else { 1 };
         for _ in 0..copies {

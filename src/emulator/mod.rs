@@ -71,6 +71,7 @@ impl std::ops::Deref for Emulator {
 impl Emulator {
     /// Serves the emulator on `listener` (bind port 0 in tests).
     pub async fn start(listener: TcpListener, opts: Options) -> std::io::Result<Emulator> {
+        crate::tls::ensure_provider();
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut world = world::World::new(opts, tx);

@@ -2,6 +2,7 @@
 //! the request that made the change: POST, empty body, Google's headers,
 //! retries of 500/502/503/504 with doubling backoff.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,10 @@ use tokio_util::task::TaskTracker;
 use super::channels::Delivery;
 use super::world::World;
 
-/// Takes deliveries from the world's outbox until `stop`.
+/// Takes deliveries from the world's outbox until `stop`. Deliveries to one
+/// channel go out in order (the `sync` message first), through one worker
+/// per channel; with the reorder knob each is sent on its own and may
+/// overtake the others.
 pub async fn run(
     world: Arc<Mutex<World>>,
     mut outbox: mpsc::UnboundedReceiver<Delivery>,
@@ -21,18 +25,42 @@ pub async fn run(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    let mut workers: HashMap<String, mpsc::UnboundedSender<Delivery>> = HashMap::new();
     loop {
         let delivery = tokio::select! {
             _ = stop.cancelled() => return,
             d = outbox.recv() => match d { Some(d) => d, None => return },
         };
-        let (world, client, stop) = (world.clone(), client.clone(), stop.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = deliver(&world, &client, delivery) => {}
-            }
-        });
+        if !delivery.ordered {
+            let (world, client, stop) = (world.clone(), client.clone(), stop.clone());
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = deliver(&world, &client, delivery) => {}
+                }
+            });
+            continue;
+        }
+        let worker = workers
+            .entry(delivery.channel_id.clone())
+            .or_insert_with(|| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+                let (world, client, stop) = (world.clone(), client.clone(), stop.clone());
+                tasks.spawn(async move {
+                    loop {
+                        let d = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            d = rx.recv() => match d { Some(d) => d, None => return },
+                        };
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = deliver(&world, &client, d) => {}
+                        }
+                    }
+                });
+                tx
+            });
+        let _ = worker.send(delivery);
     }
 }
 
@@ -62,9 +90,6 @@ pub async fn deliver(world: &Mutex<World>, client: &reqwest::Client, d: Delivery
         } else {
             w.counters.pings_failed += 1;
         }
-    }
-    if let Some(done) = d.done {
-        let _ = done.try_send(());
     }
 }
 

@@ -1,6 +1,10 @@
 //! One integration-test binary, a module per area (see style.md).
 
 mod config_check;
+mod emu;
+mod emulator_api;
+mod emulator_push;
+mod emulator_python;
 mod lifecycle;
 mod store;
 mod support;
