@@ -139,7 +139,12 @@ pub async fn serve_or_abort<H, F>(
 
 /// A JSON response.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_text(status, body.to_string())
+}
+
+/// A response whose body is JSON text already.
+pub fn json_text(status: StatusCode, body: String) -> Response {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

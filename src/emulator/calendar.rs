@@ -83,6 +83,9 @@ pub struct Calendar {
     /// Tombstones up to this revision have been purged.
     pub purged_rev: u64,
     pub updated: DateTime<Utc>,
+    /// Deletion time of the oldest tombstone, so that a purge with nothing
+    /// to do does not scan every event.
+    pub oldest_tombstone: Option<DateTime<Utc>>,
     pub seed: u64,
     pub events: BTreeMap<EvKey, StoredEvent>,
 }
@@ -108,6 +111,7 @@ impl Calendar {
             epoch: 0,
             purged_rev: 0,
             updated: now,
+            oldest_tombstone: None,
             seed,
             events: BTreeMap::new(),
         }
@@ -153,6 +157,9 @@ impl Calendar {
             .unwrap_or("")
             .to_string();
         let out = Value::Object(body.clone());
+        if let Some(at) = deleted_at {
+            self.oldest_tombstone = Some(self.oldest_tombstone.map_or(at, |o| o.min(at)));
+        }
         self.events.insert(
             self.key(&id),
             StoredEvent {
@@ -401,6 +408,9 @@ impl Calendar {
     /// Removes tombstones deleted before `cutoff`; sync tokens older than
     /// what was purged then answer 410.
     pub fn purge_tombstones(&mut self, cutoff: DateTime<Utc>) {
+        if self.oldest_tombstone.is_none_or(|oldest| oldest >= cutoff) {
+            return; // nothing to purge: no scan
+        }
         let mut purged = self.purged_rev;
         self.events.retain(|_, e| match e.deleted_at {
             Some(at) if at < cutoff => {
@@ -409,9 +419,8 @@ impl Calendar {
             }
             _ => true,
         });
-        if purged != self.purged_rev {
-            self.purged_rev = purged.max(self.purged_rev);
-        }
+        self.purged_rev = purged;
+        self.oldest_tombstone = self.events.values().filter_map(|e| e.deleted_at).min();
     }
 
     /// The instants of a series' occurrences (for `singleEvents=true`).

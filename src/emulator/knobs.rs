@@ -100,14 +100,19 @@ pub enum FaultKind {
     /// 401 authError.
     Unauthorized,
     /// 403 rateLimitExceeded.
+    #[serde(rename = "rate_limit_403")]
     RateLimit403,
     /// 403 userRateLimitExceeded.
+    #[serde(rename = "user_rate_limit_403")]
     UserRateLimit403,
     /// 429 rateLimitExceeded.
+    #[serde(rename = "rate_limit_429")]
     RateLimit429,
     /// 500 backendError.
+    #[serde(rename = "backend_500")]
     Backend500,
     /// 503 backendError.
+    #[serde(rename = "unavailable_503")]
     Unavailable503,
     /// Answer correctly, but only after `slow_ms`.
     Slow,

@@ -2,6 +2,8 @@
 //! bound to their query, incremental sync with sync tokens, tombstones and
 //! the `showDeleted` x `singleEvents` matrix.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -254,18 +256,20 @@ pub struct ListEnv<'a> {
     pub reader: &'a str,
 }
 
-/// One candidate item in listing order.
-struct Item {
+/// One candidate item in listing order; borrowed from the calendar where
+/// it can be (the common path copies no event).
+struct Item<'a> {
     key: (String, String),
-    body: Map<String, Value>,
+    body: Cow<'a, Map<String, Value>>,
 }
 
-/// events.list. Returns the response and the number of items in it.
+/// events.list. Returns the response body (JSON text, written straight
+/// from the stored events) and the number of items in it.
 pub fn list(
     cal: &Calendar,
     q: &ListQuery,
     env: &mut ListEnv<'_>,
-) -> Result<(Value, usize), ApiError> {
+) -> Result<(String, usize), ApiError> {
     let since = match &q.sync_token {
         Some(t) => Some(open_sync_token(cal, q, t, env)?),
         None => None,
@@ -302,10 +306,7 @@ pub fn list(
     let (items, more) = page(cal, q, since, cursor.as_ref(), limit, env);
     let last_key = items.last().map(|i| i.key.clone()).or(cursor);
     let count = items.len();
-    let rendered: Vec<Value> = items
-        .into_iter()
-        .map(|i| render(i.body, q, env.reader))
-        .collect();
+
     let mut out = json!({
         "kind": "calendar#events",
         "etag": cal.etag(),
@@ -333,8 +334,26 @@ pub fn list(
         };
         out["nextSyncToken"] = json!(env.sealer.seal(&tok));
     }
-    out["items"] = Value::Array(rendered);
-    Ok((out, count))
+    // The envelope, then the items appended without building a Value tree.
+    let mut text = out.to_string();
+    text.pop(); // the closing brace
+    text.push_str(",\"items\":[");
+    let mut buf = std::mem::take(&mut text).into_bytes();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        let written = match render(item.body, q, env.reader) {
+            Cow::Borrowed(body) => serde_json::to_writer(&mut buf, body),
+            Cow::Owned(body) => serde_json::to_writer(&mut buf, &body),
+        };
+        written.map_err(|_| ApiError::backend(500))?;
+    }
+    buf.extend_from_slice(b"]}");
+    Ok((
+        String::from_utf8(buf).map_err(|_| ApiError::backend(500))?,
+        count,
+    ))
 }
 
 fn open_sync_token(
@@ -359,14 +378,14 @@ fn open_sync_token(
 }
 
 /// Up to `limit` items after `cursor`, and whether more remain.
-fn page(
-    cal: &Calendar,
+fn page<'a>(
+    cal: &'a Calendar,
     q: &ListQuery,
     since: Option<u64>,
     cursor: Option<&(String, String)>,
     limit: usize,
     env: &ListEnv<'_>,
-) -> (Vec<Item>, bool) {
+) -> (Vec<Item<'a>>, bool) {
     let mut out = Vec::new();
     if !q.single_events && q.order_by.is_none() {
         // Fast path: the calendar's own order is the listing order.
@@ -382,7 +401,7 @@ fn page(
             }
             out.push(Item {
                 key: (format!("{hash:016x}"), id.clone()),
-                body: ev.body.clone(),
+                body: Cow::Borrowed(&ev.body),
             });
         }
         return (out, false);
@@ -396,7 +415,12 @@ fn page(
 }
 
 /// Every candidate of a `singleEvents=true` or ordered listing.
-fn expanded(cal: &Calendar, q: &ListQuery, since: Option<u64>, env: &ListEnv<'_>) -> Vec<Item> {
+fn expanded<'a>(
+    cal: &'a Calendar,
+    q: &ListQuery,
+    since: Option<u64>,
+    env: &ListEnv<'_>,
+) -> Vec<Item<'a>> {
     let horizon = q.time_max.unwrap_or(env.horizon).min(env.horizon);
     let mut out = Vec::new();
     for ev in cal.events.values() {
@@ -419,7 +443,7 @@ fn expanded(cal: &Calendar, q: &ListQuery, since: Option<u64>, env: &ListEnv<'_>
                 if include(&inst, rev, q, since, exception || ev.cancelled(), env) {
                     out.push(Item {
                         key: sort_key(cal, q, &inst.body, &id),
-                        body: inst.body,
+                        body: Cow::Owned(inst.body),
                     });
                 }
             }
@@ -434,7 +458,7 @@ fn expanded(cal: &Calendar, q: &ListQuery, since: Option<u64>, env: &ListEnv<'_>
         if include(ev, ev.rev, q, since, false, env) {
             out.push(Item {
                 key: sort_key(cal, q, &ev.body, ev.id()),
-                body: ev.body.clone(),
+                body: Cow::Borrowed(&ev.body),
             });
         }
     }
@@ -564,7 +588,11 @@ fn matches_filters(body: &Map<String, Value>, q: &ListQuery, env: &ListEnv<'_>) 
 
 /// The item as listed: tombstones are minimal unless the organizer asked
 /// for deleted events; `maxAttendees` trims attendees.
-fn render(mut body: Map<String, Value>, q: &ListQuery, reader: &str) -> Value {
+fn render<'a>(
+    body: Cow<'a, Map<String, Value>>,
+    q: &ListQuery,
+    reader: &str,
+) -> Cow<'a, Map<String, Value>> {
     if body.get("status").and_then(Value::as_str) == Some("cancelled") {
         let organizer = body
             .get("creator")
@@ -572,14 +600,26 @@ fn render(mut body: Map<String, Value>, q: &ListQuery, reader: &str) -> Value {
             .and_then(Value::as_str)
             == Some(reader);
         if !(q.show_deleted == Some(true) && organizer && body.contains_key("start")) {
-            return tombstone(&body);
+            return match tombstone(&body) {
+                Value::Object(m) => Cow::Owned(m),
+                _ => body,
+            };
         }
     }
+    let too_many = |b: &Map<String, Value>| {
+        q.max_attendees.is_some_and(|max| {
+            b.get("attendees")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.len() > max)
+        })
+    };
+    if !too_many(&body) {
+        return body;
+    }
+    let mut body = body.into_owned();
     if let (Some(max), Some(Value::Array(list))) = (q.max_attendees, body.get_mut("attendees")) {
-        if list.len() > max {
-            list.truncate(max);
-            body.insert("attendeesOmitted".into(), json!(true));
-        }
+        list.truncate(max);
+        body.insert("attendeesOmitted".into(), json!(true));
     }
-    Value::Object(body)
+    Cow::Owned(body)
 }

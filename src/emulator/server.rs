@@ -86,6 +86,7 @@ impl Server {
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
                 &v,
             )),
+            Ok(Outcome::Text(body)) => Ok(http::json_text(StatusCode::OK, body)),
             Ok(Outcome::Empty) => Ok(http::empty(StatusCode::NO_CONTENT)),
             Ok(Outcome::Drop) => Err(Abort),
             Err(e) => Ok(api_error(&e)),
@@ -219,7 +220,7 @@ impl Server {
         let (body, items) = list(calendar, &q, &mut env)?;
         w.counters.list_items += items as u64;
         *w.counters.list_calls_by_calendar.entry(id).or_default() += 1;
-        Ok(Outcome::ok(body))
+        Ok(Outcome::Text(body))
     }
 
     async fn mutate(
@@ -311,6 +312,8 @@ impl Server {
 /// What an API method produced.
 pub enum Outcome {
     Json(u16, Value),
+    /// JSON already serialized (events.list writes it directly).
+    Text(String),
     Empty,
     Drop,
 }

@@ -3,6 +3,7 @@
 mod config_check;
 mod emu;
 mod emulator_api;
+mod emulator_cli;
 mod emulator_push;
 mod emulator_python;
 mod lifecycle;
