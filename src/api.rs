@@ -1,39 +1,249 @@
-//! The local API on `api.listen`: health now; the change feed, calendars
-//! and metrics arrive with the sync engine. Never mutates sync or channel
-//! state.
+//! The local API on `api.listen`: the change feed (`/v1/changes`, with
+//! long-poll), the calendars (`/v1/calendars`), health, and the client that
+//! `gcal-syncd status` uses. Reads only; never mutates sync or channel state.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
+use crate::feed::Feed;
 use crate::http::{self, Response};
-use crate::store::Store;
+use crate::secret::Secret;
+use crate::store::{CalendarKey, Store};
+use crate::sync::StatusBoard;
+
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
+const MAX_WAIT_SECS: u64 = 60;
 
 /// What the API handler reads.
 #[derive(Clone)]
 pub struct Api {
     store: Store,
+    feed: Feed,
+    board: StatusBoard,
+    /// The configured calendars, in config order.
+    calendars: std::sync::Arc<std::sync::RwLock<Vec<CalendarKey>>>,
+    token: Option<Secret>,
+    /// Ends pending long-polls at shutdown.
+    stop: CancellationToken,
 }
 
 impl Api {
-    pub fn new(store: Store) -> Self {
-        Api { store }
+    pub fn new(
+        store: Store,
+        feed: Feed,
+        board: StatusBoard,
+        calendars: Vec<CalendarKey>,
+        token: Option<Secret>,
+        stop: CancellationToken,
+    ) -> Self {
+        Api {
+            store,
+            feed,
+            board,
+            calendars: std::sync::Arc::new(std::sync::RwLock::new(calendars)),
+            token,
+            stop,
+        }
     }
 
     /// Routes one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response {
-        match (req.method(), req.uri().path()) {
+        let path = req.uri().path().to_string();
+        if path.starts_with("/v1/") {
+            if let Some(denied) = self.check_token(&req) {
+                return denied;
+            }
+        }
+        let query = parse_query(req.uri().query());
+        match (req.method(), path.as_str()) {
             (&Method::GET, "/healthz") => self.health(),
-            (_, "/healthz") => http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+            (&Method::GET, "/v1/changes") => match ChangesQuery::parse(&query) {
+                Ok(q) => self.changes(q).await,
+                Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
+            },
+            (&Method::GET, "/v1/calendars") => self.calendars(),
+            (_, "/healthz" | "/v1/changes" | "/v1/calendars") => {
+                http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+            }
             (_, path) => http::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
         }
     }
 
+    fn check_token(&self, req: &Request<Incoming>) -> Option<Response> {
+        let token = self.token.as_ref()?;
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if token.ct_eq(t.trim().as_bytes()) => None,
+            _ => Some(http::error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token",
+            )),
+        }
+    }
+
     fn health(&self) -> Response {
-        let mut body = json!({ "status": "ok", "store": self.store.path().display().to_string() });
+        let mut body = json!({ "status": "ok", "store": self.store.path().display().to_string(), "feed_head": self.feed.head() });
         if let Some(aside) = self.store.recovered_from() {
             body["store_recovered_from"] = json!(aside.display().to_string());
         }
         http::json(StatusCode::OK, &body)
     }
+
+    async fn changes(&self, q: ChangesQuery) -> Response {
+        if q.wait > Duration::ZERO && self.feed.head() <= q.after {
+            let mut head = self.feed.subscribe();
+            let arrived = async {
+                while *head.borrow_and_update() <= q.after {
+                    if head.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = arrived => {}
+                _ = tokio::time::sleep(q.wait) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+        match self.store.changes_after(q.after, q.limit) {
+            Ok(changes) => {
+                let next = changes.last().map_or(q.after, |c| c.seq);
+                http::json(StatusCode::OK, &json!({ "changes": changes, "next": next }))
+            }
+            Err(e) => http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read the feed: {e}"),
+            ),
+        }
+    }
+
+    fn calendars(&self) -> Response {
+        let keys = self.calendars.read().map(|k| k.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for key in keys {
+            let state = match self.store.calendar(&key) {
+                Ok(s) => s,
+                Err(e) => {
+                    return http::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("cannot read the store: {e}"),
+                    )
+                }
+            };
+            let live = self.board.get(&key).unwrap_or_default();
+            out.push(json!({
+                "account": key.account,
+                "calendar_id": key.calendar_id,
+                "state": if live.state.is_empty() { "starting" } else { live.state },
+                "last_sync_at": state.last_sync_at,
+                "has_sync_token": state.sync_token.is_some(),
+                "events": state.events,
+                "channel": Value::Null,
+                "poll_only": state.poll_only,
+                "progress": live.progress,
+                "passes": live.passes,
+                "last_error": live.last_error.or(state.last_error),
+            }));
+        }
+        http::json(StatusCode::OK, &json!({ "calendars": out }))
+    }
+}
+
+/// `after`, `limit` and `wait` of `/v1/changes`, checked.
+struct ChangesQuery {
+    after: u64,
+    limit: usize,
+    wait: Duration,
+}
+
+impl ChangesQuery {
+    fn parse(q: &HashMap<String, String>) -> Result<ChangesQuery, String> {
+        for k in q.keys() {
+            if !matches!(k.as_str(), "after" | "limit" | "wait") {
+                return Err(format!(
+                    "unknown parameter {k:?}; use after, limit and wait"
+                ));
+            }
+        }
+        let num = |name: &str, default: u64| -> Result<u64, String> {
+            match q.get(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name} must be a non-negative integer, got {v:?}")),
+            }
+        };
+        let after = num("after", 0)?;
+        let limit = num("limit", DEFAULT_LIMIT as u64)?;
+        if !(1..=MAX_LIMIT as u64).contains(&limit) {
+            return Err(format!(
+                "limit must be between 1 and {MAX_LIMIT}, got {limit}"
+            ));
+        }
+        let wait = num("wait", 0)?;
+        if wait > MAX_WAIT_SECS {
+            return Err(format!(
+                "wait must be between 0 and {MAX_WAIT_SECS} seconds, got {wait}"
+            ));
+        }
+        Ok(ChangesQuery {
+            after,
+            limit: limit as usize,
+            wait: Duration::from_secs(wait),
+        })
+    }
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// `gcal-syncd status`: the calendars of the daemon at `addr`.
+pub async fn fetch_calendars(
+    addr: std::net::SocketAddr,
+    token: Option<&Secret>,
+) -> Result<Value, String> {
+    crate::tls::ensure_provider();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut req = http.get(format!("http://{addr}/v1/calendars"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t.expose());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach gcal-syncd at {addr}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("unexpected answer from {addr}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{addr} answered {status}: {}",
+            body["error"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(body)
 }

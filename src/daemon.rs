@@ -12,13 +12,16 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts;
 use crate::api::Api;
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::hook::Hook;
 use crate::http::{self, DRAIN_LIMIT};
 use crate::logging::LogHandle;
 use crate::notify;
 use crate::store::{Store, StoreError};
+use crate::sync::StatusBoard;
 
 /// Why the daemon could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +92,26 @@ pub async fn run(
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let (config_tx, _config_rx) = watch::channel(Arc::new(config));
     let tracker = TaskTracker::new();
-    spawn_servers(&tracker, listeners, &config_tx.borrow(), &store, &stop);
+    let feed = Feed::start(store.clone(), stop.clone(), &tracker)?;
+    let board = StatusBoard::default();
+    let calendars = accounts::start(&config, &store, &feed, &board, &tracker, &stop).await;
+    tracing::info!(
+        calendars = calendars.triggers.len(),
+        accounts = calendars.clients.len(),
+        feed_head = feed.head(),
+        "sync engines started"
+    );
+    let api = Api::new(
+        store.clone(),
+        feed,
+        board,
+        calendars.triggers.keys().cloned().collect(),
+        config.api.token.clone(),
+        stop.clone(),
+    );
+    let (config_tx, _config_rx) = watch::channel(Arc::new(config));
+    spawn_servers(&tracker, listeners, &config_tx.borrow(), api, &stop);
     tracker.spawn(notify::watchdog(stop.clone()));
     notify::ready(&format!(
         "serving hook={} api={}",
@@ -128,7 +148,7 @@ fn spawn_servers(
     tracker: &TaskTracker,
     listeners: Listeners,
     cfg: &Config,
-    store: &Store,
+    api: Api,
     stop: &CancellationToken,
 ) {
     let hook = Hook::new(cfg.hook.public_url.path());
@@ -143,7 +163,6 @@ fn spawn_servers(
         hook_handler,
         stop.clone(),
     ));
-    let api = Api::new(store.clone());
     let api_handler = move |req| {
         let api = api.clone();
         async move { api.handle(req).await }

@@ -15,14 +15,19 @@
 //! - [`emulator`]: a strict Google Calendar v3 emulator (tests, demo).
 //! - [`tls`]: the rustls crypto provider, installed once.
 
+pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod emulator;
+pub mod feed;
+pub mod google;
 pub mod hook;
 pub mod http;
 pub mod logging;
 pub mod notify;
 pub mod secret;
+pub mod status;
 pub mod store;
+pub mod sync;
 pub mod tls;

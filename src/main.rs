@@ -52,6 +52,9 @@ enum Command {
         /// Configuration file (to find the local API).
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Print the daemon's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the built-in emulator and the daemon together and walk through a scripted set of changes.
     #[command(after_help = "Example:\n  cargo run --release -- demo")]
@@ -79,10 +82,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(config::resolve_path(config)),
         Command::CheckConfig { config } => check_config(config::resolve_path(config)),
-        Command::Status { .. } => not_built(
-            "status",
-            "the local API's /v1/calendars (the sync engine issue)",
-        ),
+        Command::Status { config, json } => status(config::resolve_path(config), json),
         Command::Demo => not_built("demo", "the sync engine and the emulator"),
         Command::Emulator {
             listen,
@@ -105,6 +105,43 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("{}: {} error(s)", path.display(), errors.0.len());
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+fn status(path: PathBuf, json: bool) -> ExitCode {
+    let cfg = match load(&path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(gcal_syncd::api::fetch_calendars(
+        cfg.api.listen,
+        cfg.api.token.as_ref(),
+    )) {
+        Ok(body) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(body) => {
+            print!("{}", gcal_syncd::status::table(&body, chrono::Utc::now()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gcal-syncd status: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn check_config(path: PathBuf) -> ExitCode {

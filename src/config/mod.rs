@@ -88,6 +88,8 @@ pub struct SyncConfig {
     pub single_events: bool,
     /// Calendars synced at the same time, across all accounts.
     pub max_concurrent: usize,
+    /// First retry delay after a transient Google error (doubles to 5 min).
+    pub retry_base: Duration,
 }
 
 #[derive(Debug, Clone)]

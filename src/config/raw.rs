@@ -66,6 +66,7 @@ pub(super) struct RawSync {
     pub debounce: S<String>,
     pub single_events: S<bool>,
     pub max_concurrent: S<i64>,
+    pub retry_base: S<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -204,12 +204,15 @@ impl Validator<'_> {
         let single_events = t
             .and_then(|s| s.single_events.as_ref())
             .is_some_and(|b| *b.get_ref());
+        let retry = t.and_then(|s| s.retry_base.as_ref());
+        let retry_base = self.duration(retry, "sync.retry_base", "1s", false);
         Some(SyncConfig {
             poll_interval: poll?,
             page_size: page_size? as u32,
             debounce: debounce?,
             single_events,
             max_concurrent: max_conc? as usize,
+            retry_base: retry_base?,
         })
     }
 

@@ -99,7 +99,7 @@ fn jwt_grant(world: &World, assertion: &str) -> Result<(String, String, Vec<Stri
         description: "The OAuth client was not found.".into(),
     })?;
     let signature = B64
-        .decode(sig)
+        .decode(sig.trim_end_matches('='))
         .map_err(|_| OAuthError::grant("Invalid JWT signature"))?;
     let signed = &assertion[..head.len() + 1 + claims_b64.len()];
     UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &sa.public_key)

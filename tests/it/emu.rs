@@ -353,3 +353,22 @@ pub async fn wait_until<T>(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Like [`wait_until`], for async probes.
+pub async fn wait_until_async<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

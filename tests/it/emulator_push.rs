@@ -408,7 +408,7 @@ async fn cp18_stop_answers_204_then_404_and_refuses_other_clients() {
         "client-2",
         "s3cret",
         "refresh-2",
-        "[email protected]",
+        "other-user@example.com",
         &[emu::CALENDAR_SCOPE],
     );
     let other = refresh_api(&emu, "client-2", "s3cret", "refresh-2").await;
@@ -532,7 +532,7 @@ async fn cp21_token_endpoint_checks_signature_audience_times_subjects_and_scopes
         (400, Some("invalid_scope"))
     );
     let dwd = Claims {
-        sub: Some("[email protected]"),
+        sub: Some("boss@example.com"),
         ..Default::default()
     };
     let (status, body) = emu::token_response(&emu, &grant(dwd, &key)).await;
@@ -541,13 +541,13 @@ async fn cp21_token_endpoint_checks_signature_audience_times_subjects_and_scopes
         (401, Some("unauthorized_client")),
         "subject not delegated"
     );
-    emu.allow_subject(SERVICE_ACCOUNT, "[email protected]")
+    emu.allow_subject(SERVICE_ACCOUNT, "boss@example.com")
         .expect("allow");
     let (status, body) = emu::token_response(
         &emu,
         &grant(
             Claims {
-                sub: Some("[email protected]"),
+                sub: Some("boss@example.com"),
                 ..Default::default()
             },
             &key,
@@ -562,7 +562,7 @@ async fn cp21_token_endpoint_checks_signature_audience_times_subjects_and_scopes
     };
     let (_, cal) = as_boss.get("/calendars/primary", &[]).await;
     assert_eq!(
-        cal["id"], "[email protected]",
+        cal["id"], "boss@example.com",
         "primary of the impersonated user"
     );
 
@@ -571,7 +571,7 @@ async fn cp21_token_endpoint_checks_signature_audience_times_subjects_and_scopes
         "client-1",
         "s3cret",
         "refresh-1",
-        "[email protected]",
+        "user@example.com",
         &[emu::READONLY_SCOPE],
     );
     let user = refresh_api(&emu, "client-1", "s3cret", "refresh-1").await;

@@ -48,7 +48,7 @@ pub fn dummy_service_account(dir: &TempDir, name: &str) -> PathBuf {
     dir.write(
         name,
         &format!(
-            r#"{{"type":"service_account","client_email":"[email protected]","private_key_id":"kid1","private_key":"{DUMMY_PRIVATE_KEY}","token_uri":"http://127.0.0.1:9/token"}}"#
+            r#"{{"type":"service_account","client_email":"test-sa@project.iam.gserviceaccount.com","private_key_id":"kid1","private_key":"{DUMMY_PRIVATE_KEY}","token_uri":"http://127.0.0.1:9/token"}}"#
         ),
     )
 }

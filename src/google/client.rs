@@ -1,0 +1,273 @@
+//! Calendar v3 calls of one account: rate-limited, authorized, retried once
+//! after a 401 with a fresh token, and classified into [`GoogleError`].
+//! Responses are read leniently: unknown fields and values are kept in the
+//! raw JSON, and an item without an id is skipped, never fatal.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Authenticator;
+use super::limiter::Limiter;
+use super::GoogleError;
+
+/// The parameters of one events.list page. Full and incremental syncs
+/// use the same ones (plus the sync token), as Google requires.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams<'a> {
+    pub single_events: bool,
+    pub max_results: u32,
+    pub sync_token: Option<&'a str>,
+    pub page_token: Option<&'a str>,
+}
+
+/// One page of events.list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsPage {
+    /// The Event resources exactly as Google sent them.
+    #[serde(default)]
+    pub items: Vec<Value>,
+    pub next_page_token: Option<String>,
+    pub next_sync_token: Option<String>,
+}
+
+/// What events.watch answered.
+#[derive(Debug, Clone)]
+pub struct WatchResponse {
+    pub resource_id: String,
+    /// Milliseconds since the epoch (Google sends a string).
+    pub expiration_ms: Option<i64>,
+}
+
+/// Calendar v3 for one account.
+pub struct GoogleClient {
+    http: reqwest::Client,
+    base: Url,
+    auth: Authenticator,
+    limiter: Limiter,
+}
+
+impl GoogleClient {
+    pub fn new(
+        base: &Url,
+        auth: Authenticator,
+        requests_per_minute: u32,
+        http: reqwest::Client,
+    ) -> Self {
+        GoogleClient {
+            http,
+            base: base.clone(),
+            auth,
+            limiter: Limiter::new(requests_per_minute),
+        }
+    }
+
+    /// A reqwest client with timeouts on every call and no proxy surprises
+    /// for loopback addresses.
+    pub fn http_client() -> reqwest::Client {
+        crate::tls::ensure_provider();
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("gcal-syncd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default()
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// One page of events.list.
+    pub async fn events_list(
+        &self,
+        calendar_id: &str,
+        p: &ListParams<'_>,
+    ) -> Result<EventsPage, GoogleError> {
+        let url = self.url(&["calendars", calendar_id, "events"]);
+        let mut query: Vec<(&str, String)> = vec![
+            ("showDeleted", "true".into()),
+            ("singleEvents", p.single_events.to_string()),
+            ("maxResults", p.max_results.to_string()),
+        ];
+        if let Some(t) = p.sync_token {
+            query.push(("syncToken", t.to_string()));
+        }
+        if let Some(t) = p.page_token {
+            query.push(("pageToken", t.to_string()));
+        }
+        let resp = self
+            .send(|http| http.request(Method::GET, url.clone()).query(&query))
+            .await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            GoogleError::Transient(format!("events.list answer is not JSON: {e}").into())
+        })
+    }
+
+    /// events.watch: a channel on the calendar's events.
+    pub async fn events_watch(
+        &self,
+        calendar_id: &str,
+        id: &str,
+        token: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<WatchResponse, GoogleError> {
+        let url = self.url(&["calendars", calendar_id, "events", "watch"]);
+        let body = json!({
+            "id": id, "type": "web_hook", "address": address, "token": token,
+            "params": { "ttl": ttl.as_secs().to_string() },
+        });
+        let resp = self
+            .send(|http| http.request(Method::POST, url.clone()).json(&body))
+            .await?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        let resource_id = v
+            .get("resourceId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let expiration_ms = v
+            .get("expiration")
+            .and_then(|e| e.as_i64().or_else(|| e.as_str()?.parse().ok()));
+        Ok(WatchResponse {
+            resource_id,
+            expiration_ms,
+        })
+    }
+
+    /// channels.stop. A 404 means it is already gone, which is success.
+    pub async fn channels_stop(&self, id: &str, resource_id: &str) -> Result<(), GoogleError> {
+        let url = self.url(&["channels", "stop"]);
+        let body = json!({ "id": id, "resourceId": resource_id });
+        match self
+            .send(|http| http.request(Method::POST, url.clone()).json(&body))
+            .await
+        {
+            Ok(_) | Err(GoogleError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of calendarList.list: (entries, nextPageToken, nextSyncToken).
+    pub async fn calendar_list(
+        &self,
+        page_token: Option<&str>,
+        sync_token: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>, Option<String>), GoogleError> {
+        let url = self.url(&["users", "me", "calendarList"]);
+        let mut query: Vec<(&str, &str)> = vec![("showDeleted", "true"), ("showHidden", "true")];
+        if let Some(t) = page_token {
+            query.push(("pageToken", t));
+        }
+        if let Some(t) = sync_token {
+            query.push(("syncToken", t));
+        }
+        let resp = self
+            .send(|http| http.request(Method::GET, url.clone()).query(&query))
+            .await?;
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+        let items = v
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok((items, text("nextPageToken"), text("nextSyncToken")))
+    }
+
+    /// Sends with a token; a 401 refreshes the token and retries once.
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<reqwest::Response, GoogleError> {
+        self.limiter.acquire().await;
+        let token = self.auth.token().await?;
+        let resp = build(&self.http)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return classify(resp).await;
+        }
+        let token = self.auth.refresh().await?;
+        self.limiter.acquire().await;
+        let resp = build(&self.http)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        match classify(resp).await {
+            Err(GoogleError::Unauthorized(_)) => Err(GoogleError::Unauthorized(
+                "Google refused a fresh access token; re-authorise the account".into(),
+            )),
+            other => other,
+        }
+    }
+}
+
+/// Success passes through; errors become [`GoogleError`] by status and
+/// Google's reason.
+async fn classify(resp: reqwest::Response) -> Result<reqwest::Response, GoogleError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body: Value = resp.json().await.unwrap_or_default();
+    let reason = body
+        .pointer("/error/errors/0/reason")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let message = body
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Err(match (status.as_u16(), reason.as_str()) {
+        (410, "fullSyncRequired" | "updatedMinTooLongAgo") => GoogleError::SyncTokenGone { reason },
+        (401, _) => GoogleError::Unauthorized(message),
+        (429, _) | (403, "rateLimitExceeded" | "userRateLimitExceeded") => {
+            GoogleError::RateLimited {
+                reason: if reason.is_empty() {
+                    "rateLimitExceeded".into()
+                } else {
+                    reason
+                },
+                retry_after,
+            }
+        }
+        (404, _) => GoogleError::NotFound(message),
+        (s, _) if s >= 500 => GoogleError::Transient(format!("{status} {reason} {message}").into()),
+        (s, _) => GoogleError::Rejected {
+            status: s,
+            reason,
+            message,
+        },
+    })
+}

@@ -1,0 +1,64 @@
+//! A sliding-minute limiter per account, so that many calendars of one
+//! account stay under Google's per-user quota (600 requests a minute by
+//! default). Waits instead of failing.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+pub struct Limiter {
+    per_minute: usize,
+    /// Start times of the requests of the last minute. A tokio mutex: the
+    /// waiting caller holds it, so callers queue in order.
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl Limiter {
+    pub fn new(per_minute: u32) -> Self {
+        Limiter {
+            per_minute: per_minute.max(1) as usize,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Waits until one more request fits in the window, and counts it.
+    pub async fn acquire(&self) {
+        let mut sent = self.sent.lock().await;
+        loop {
+            let now = Instant::now();
+            while sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            {
+                sent.pop_front();
+            }
+            if sent.len() < self.per_minute {
+                sent.push_back(now);
+                return;
+            }
+            let oldest = *sent.front().expect("window is full, so not empty");
+            tokio::time::sleep_until(oldest + WINDOW).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_request_over_the_limit_waits_for_the_window() {
+        let limiter = Limiter::new(3);
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        limiter.acquire().await;
+        assert_eq!(start.elapsed(), WINDOW);
+    }
+}

@@ -1,0 +1,156 @@
+//! The per-calendar loop: wait for a poke, the poll timer or startup; take a
+//! concurrency permit; run a pass; log one summary line; back off on
+//! failure. Cancellation is seen between pages and during every wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pass::PassError;
+use super::{jitter, retry_delay, StatusBoard, SyncSettings, Trigger};
+use crate::feed::Feed;
+use crate::google::{GoogleClient, GoogleError};
+use crate::store::{CalendarKey, Store};
+
+/// After a non-transient failure (bad request, auth refused), wait this
+/// long before trying again on our own; a ping still wakes it sooner.
+const LONG_BACKOFF: Duration = Duration::from_secs(600);
+
+/// One calendar's sync task and the handles it needs.
+pub struct Engine {
+    pub(super) key: CalendarKey,
+    pub(super) google: Arc<GoogleClient>,
+    pub(super) store: Store,
+    pub(super) feed: Feed,
+    pub(super) settings: SyncSettings,
+    pub(super) board: StatusBoard,
+    pub(super) stop: CancellationToken,
+    trigger: Trigger,
+    permits: Arc<Semaphore>,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: CalendarKey,
+        google: Arc<GoogleClient>,
+        store: Store,
+        feed: Feed,
+        settings: SyncSettings,
+        board: StatusBoard,
+        trigger: Trigger,
+        permits: Arc<Semaphore>,
+        stop: CancellationToken,
+    ) -> Self {
+        Engine {
+            key,
+            google,
+            store,
+            feed,
+            settings,
+            board,
+            stop,
+            trigger,
+            permits,
+        }
+    }
+
+    /// Runs until `stop`: a pass at start, then one per poke or poll.
+    pub async fn run(self) {
+        self.set_state("starting", None);
+        let mut next_poll = Instant::now();
+        let mut not_before = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = self.trigger.notified() => {
+                    // Debounce: a ping can precede the change; later pings join this pass.
+                    let wake = (Instant::now() + self.settings.debounce).max(not_before);
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep_until(wake) => {}
+                    }
+                    self.trigger.absorb();
+                }
+                _ = tokio::time::sleep_until(next_poll) => {}
+            }
+            let permit = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let started = Instant::now();
+            let result = self.pass().await;
+            drop(permit);
+            match result {
+                Ok(stats) => {
+                    failures = 0;
+                    not_before = Instant::now();
+                    next_poll = Instant::now() + jitter(self.settings.poll_interval, 0.25);
+                    self.board.update(&self.key, |s| {
+                        s.state = "idle";
+                        s.progress = None;
+                        s.last_error = None;
+                        s.passes += 1;
+                    });
+                    tracing::info!(
+                        account = %self.key.account, calendar = %self.key.calendar_id, kind = stats.kind,
+                        pages = stats.pages, items = stats.items, records = stats.records,
+                        duration_ms = started.elapsed().as_millis() as u64, "sync pass done"
+                    );
+                }
+                Err(PassError::Stopped) => return,
+                Err(e) => {
+                    failures += 1;
+                    let delay = match &e {
+                        PassError::Google(g) if g.is_transient() => {
+                            retry_delay(self.settings.retry_base, failures, None)
+                        }
+                        PassError::Store(_) => {
+                            retry_delay(self.settings.retry_base, failures, None)
+                        }
+                        _ => LONG_BACKOFF.min(retry_delay(
+                            self.settings.retry_base,
+                            failures + 8,
+                            None,
+                        )),
+                    };
+                    not_before = Instant::now() + delay;
+                    next_poll = not_before;
+                    let message = describe(&e);
+                    self.record_error(&message);
+                    tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
+                }
+            }
+        }
+    }
+
+    fn record_error(&self, message: &str) {
+        self.board.update(&self.key, |s| {
+            s.state = "backoff";
+            s.progress = None;
+            s.last_error = Some(message.to_string());
+        });
+        if let Ok(mut state) = self.store.calendar(&self.key) {
+            state.last_error = Some(message.to_string());
+            if let Err(e) = self.store.put_calendar(&self.key, &state) {
+                tracing::warn!(error = %e, "cannot record the sync error in the store");
+            }
+        }
+    }
+}
+
+fn describe(e: &PassError) -> String {
+    match e {
+        PassError::Google(GoogleError::Unauthorized(m)) => format!("needs re-authorisation: {m}"),
+        other => other.to_string(),
+    }
+}
+
+/// Now, as RFC 3339 with milliseconds (the feed's `detected_at`).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

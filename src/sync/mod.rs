@@ -1,0 +1,148 @@
+//! The sync engine: one task per calendar turns "something changed" into
+//! exact change records. Woken by a coalescing [`Trigger`] (pings, the
+//! safety-net poll, startup), it runs Google's incremental sync with the
+//! stored sync token, falls back to a full sync (mark-and-sweep) on 410,
+//! and hands every page to the feed writer as one atomic store write.
+//! Never touches sockets, config files or channels.
+
+mod diff;
+mod engine;
+mod pass;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+pub use diff::changed_fields;
+pub use engine::Engine;
+
+use crate::store::CalendarKey;
+
+/// Wakes one calendar's engine. Pokes that arrive while a pass runs
+/// collapse into exactly one more pass: `Notify` keeps at most one permit.
+#[derive(Clone, Default)]
+pub struct Trigger(Arc<Notify>);
+
+impl Trigger {
+    pub fn poke(&self) {
+        self.0.notify_one();
+    }
+
+    async fn notified(&self) {
+        self.0.notified().await
+    }
+
+    /// Drops a pending poke (pokes absorbed by the debounce wait).
+    fn absorb(&self) {
+        use futures_util::FutureExt;
+        let _ = self.0.notified().now_or_never();
+    }
+}
+
+/// How the engines sync (from `[sync]`).
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub page_size: u32,
+    pub single_events: bool,
+    pub poll_interval: Duration,
+    pub debounce: Duration,
+    /// First retry delay after a transient failure (doubles, capped at 5 min).
+    pub retry_base: Duration,
+}
+
+/// Full-sync progress, shown in `/v1/calendars` and the logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub events: u64,
+    pub pages: u64,
+}
+
+/// What an engine is doing now. Each engine writes only its own entry.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveStatus {
+    /// `starting`, `idle`, `incremental`, `full_sync`, `resync`, `backoff`, `error`.
+    pub state: &'static str,
+    pub progress: Option<Progress>,
+    pub last_error: Option<String>,
+    /// Passes completed since start.
+    pub passes: u64,
+}
+
+/// Live status of every engine, for the local API. Each engine task writes
+/// its own key; the API only reads.
+#[derive(Clone, Default)]
+pub struct StatusBoard(Arc<RwLock<BTreeMap<CalendarKey, LiveStatus>>>);
+
+impl StatusBoard {
+    pub fn get(&self, key: &CalendarKey) -> Option<LiveStatus> {
+        self.0.read().ok()?.get(key).cloned()
+    }
+
+    fn update(&self, key: &CalendarKey, f: impl FnOnce(&mut LiveStatus)) {
+        if let Ok(mut board) = self.0.write() {
+            f(board.entry(key.clone()).or_default());
+        }
+    }
+
+    pub fn remove(&self, key: &CalendarKey) {
+        if let Ok(mut board) = self.0.write() {
+            board.remove(key);
+        }
+    }
+}
+
+/// Delay before retrying after failure number `attempt` (1, 2, ...): `base`
+/// doubling up to 5 minutes, +-20% jitter; a longer `Retry-After` from
+/// Google wins. Never gives up: the daemon must outlive outages.
+pub fn retry_delay(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(Duration::from_secs(300));
+    jitter(capped, 0.2).max(retry_after.unwrap_or_default())
+}
+
+/// `d` changed by a random factor in [1 - frac, 1 + frac].
+pub fn jitter(d: Duration, frac: f64) -> Duration {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(1.0 - frac + 2.0 * frac * unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_caps_and_honours_retry_after() {
+        let base = Duration::from_secs(1);
+        let d1 = retry_delay(base, 1, None);
+        assert!(
+            d1 >= Duration::from_millis(800) && d1 <= Duration::from_millis(1200),
+            "{d1:?}"
+        );
+        let d3 = retry_delay(base, 3, None);
+        assert!(
+            d3 >= Duration::from_millis(3200) && d3 <= Duration::from_millis(4800),
+            "{d3:?}"
+        );
+        assert!(retry_delay(base, 40, None) <= Duration::from_secs(360));
+        assert_eq!(
+            retry_delay(base, 1, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pokes_during_a_pass_collapse_into_one() {
+        let t = Trigger::default();
+        for _ in 0..1000 {
+            t.poke();
+        }
+        t.notified().await; // the one stored permit
+        let second = tokio::time::timeout(Duration::from_secs(1), t.notified()).await;
+        assert!(second.is_err(), "a thousand pokes left more than one pass");
+    }
+}

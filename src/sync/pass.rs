@@ -1,0 +1,433 @@
+//! One sync pass of one calendar: incremental with the stored token, or a
+//! full sync with mark-and-sweep, page by page, each page one atomic write
+//! through the feed. Transient Google errors are retried per page, so a
+//! long full sync survives a flaky network without starting over.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::{changed_fields, retry_delay, LiveStatus, Progress};
+use crate::google::{EventsPage, GoogleError, ListParams};
+use crate::store::{CalendarState, ChangeKind, ChangeRecord, EventVersion, PageWrite, StoreError};
+
+use super::engine::Engine;
+
+/// Why a pass ended without finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What a pass did, for the one-line summary.
+#[derive(Debug, Default)]
+pub struct PassStats {
+    pub kind: &'static str,
+    pub pages: u64,
+    pub items: u64,
+    pub records: u64,
+}
+
+/// Logs full-sync progress at most this often.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Engine {
+    /// Runs one pass: incremental when a token is stored, else full; a 410
+    /// turns the incremental pass into a full resync.
+    pub(super) async fn pass(&self) -> Result<PassStats, PassError> {
+        let mut state = self.store.calendar(&self.key)?;
+        let Some(token) = state.sync_token.clone() else {
+            return self.full(state, "full").await;
+        };
+        match self.incremental(state.clone(), &token).await {
+            Err(PassError::Google(GoogleError::SyncTokenGone { reason })) => {
+                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, reason, "sync token no longer valid; full resync");
+                state.sync_token = None;
+                self.store.put_calendar(&self.key, &state)?;
+                self.full(state, "resync").await
+            }
+            other => other,
+        }
+    }
+
+    async fn incremental(
+        &self,
+        mut state: CalendarState,
+        token: &str,
+    ) -> Result<PassStats, PassError> {
+        self.set_state("incremental", None);
+        let mut stats = PassStats {
+            kind: "incremental",
+            ..Default::default()
+        };
+        let mut page_token: Option<String> = None;
+        loop {
+            let params = self.params(Some(token), page_token.as_deref());
+            let page = self.fetch(&params).await?;
+            stats.pages += 1;
+            stats.items += page.items.len() as u64;
+            let plan = self.plan(page.items, None)?;
+            state.events = (state.events as i64 + plan.delta).max(0) as u64;
+            let last = page.next_page_token.is_none();
+            if last {
+                state.sync_token = Some(page.next_sync_token.clone().ok_or_else(no_sync_token)?);
+                self.succeeded(&mut state);
+            }
+            stats.records += plan.changes.len() as u64;
+            self.write(plan, &state).await?;
+            match page.next_page_token {
+                Some(next) => page_token = Some(next),
+                None => return Ok(stats),
+            }
+        }
+    }
+
+    async fn full(
+        &self,
+        mut state: CalendarState,
+        kind: &'static str,
+    ) -> Result<PassStats, PassError> {
+        state.generation += 1;
+        let generation = state.generation;
+        let mut stats = PassStats {
+            kind,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut logged = Instant::now();
+        let mut page_token: Option<String> = None;
+        self.set_state(
+            if kind == "full" {
+                "full_sync"
+            } else {
+                "resync"
+            },
+            Some(Progress::default()),
+        );
+        loop {
+            let params = self.params(None, page_token.as_deref());
+            let page = self.fetch(&params).await?;
+            stats.pages += 1;
+            stats.items += page.items.len() as u64;
+            let mut plan = self.plan(page.items, Some(generation))?;
+            let last = page.next_page_token.is_none();
+            if last {
+                self.sweep(&mut plan, generation)?;
+                state.sync_token = Some(page.next_sync_token.clone().ok_or_else(no_sync_token)?);
+                self.succeeded(&mut state);
+            }
+            state.events = (state.events as i64 + plan.delta).max(0) as u64;
+            stats.records += plan.changes.len() as u64;
+            self.write(plan, &state).await?;
+            self.set_progress(Progress {
+                events: stats.items,
+                pages: stats.pages,
+            });
+            if logged.elapsed() >= PROGRESS_EVERY && !last {
+                logged = Instant::now();
+                let rate = stats.items as f64 / started.elapsed().as_secs_f64().max(0.001);
+                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, events = stats.items, pages = stats.pages, rate = format_args!("{rate:.0}/s"), "full sync progress");
+            }
+            match page.next_page_token {
+                Some(next) => page_token = Some(next),
+                None => return Ok(stats),
+            }
+        }
+    }
+
+    fn params<'a>(
+        &self,
+        sync_token: Option<&'a str>,
+        page_token: Option<&'a str>,
+    ) -> ListParams<'a> {
+        ListParams {
+            single_events: self.settings.single_events,
+            max_results: self.settings.page_size,
+            sync_token,
+            page_token,
+        }
+    }
+
+    /// One page, retrying transient failures with backoff until it comes or
+    /// the daemon stops.
+    async fn fetch(&self, params: &ListParams<'_>) -> Result<EventsPage, PassError> {
+        let mut attempt = 0;
+        loop {
+            let result = tokio::select! {
+                _ = self.stop.cancelled() => return Err(PassError::Stopped),
+                r = self.google.events_list(&self.key.calendar_id, params) => r,
+            };
+            match result {
+                Ok(page) => return Ok(page),
+                Err(e) if e.is_transient() => {
+                    attempt += 1;
+                    let retry_after = match &e {
+                        GoogleError::RateLimited { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let delay = retry_delay(self.settings.retry_base, attempt, retry_after);
+                    tracing::debug!(account = %self.key.account, calendar = %self.key.calendar_id, error = %e, retry_in = ?delay, "events.list failed; retrying");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Err(PassError::Stopped),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Turns a page of items into versions to store and change records.
+    /// `generation` is set in full syncs: every listed event is stamped.
+    fn plan(&self, items: Vec<Value>, generation: Option<u64>) -> Result<Plan, StoreError> {
+        let mut plan = Plan::default();
+        let now = crate::sync::engine::now_rfc3339();
+        // Ids already handled in this page (Google lists each once, but a
+        // page must never produce two records from one stale lookup).
+        let mut in_page: HashMap<String, Option<EventVersion>> = HashMap::new();
+        for item in items {
+            let Some(id) = item.get("id").and_then(Value::as_str).map(String::from) else {
+                tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, "skipping an item without an id");
+                continue;
+            };
+            let stored = match in_page.get(&id) {
+                Some(v) => v.clone(),
+                None => self.store.event(&self.key, &id)?,
+            };
+            let etag = item.get("etag").and_then(Value::as_str).map(String::from);
+            let cancelled = item.get("status").and_then(Value::as_str) == Some("cancelled");
+            let version = |body: Value, generation: u64| EventVersion {
+                id: id.clone(),
+                etag: etag.clone(),
+                sequence: body.get("sequence").and_then(Value::as_i64),
+                updated: body
+                    .get("updated")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                status: body.get("status").and_then(Value::as_str).map(String::from),
+                generation,
+                body,
+            };
+            if cancelled {
+                let of_live_series = item
+                    .get("recurringEventId")
+                    .and_then(Value::as_str)
+                    .map(|m| {
+                        self.store
+                            .event(&self.key, m)
+                            .map(|v| v.is_some_and(|v| v.status.as_deref() != Some("cancelled")))
+                    })
+                    .transpose()?
+                    .unwrap_or(false);
+                match stored {
+                    // Known already: a stored hidden occurrence.
+                    Some(old) if old.status.as_deref() == Some("cancelled") => {
+                        if let Some(g) = generation.filter(|g| *g != old.generation) {
+                            plan.upserts.push(EventVersion {
+                                generation: g,
+                                ..old
+                            });
+                        }
+                    }
+                    Some(old) => {
+                        plan.changes.push(record(
+                            &self.key,
+                            &id,
+                            ChangeKind::Deleted,
+                            &item,
+                            Some(old.body),
+                            vec![],
+                            &now,
+                        ));
+                        plan.delta -= 1;
+                        if of_live_series {
+                            plan.upserts
+                                .push(version(item, generation.unwrap_or(old.generation)));
+                        } else {
+                            plan.deletes.push(id.clone());
+                        }
+                    }
+                    // One occurrence of a series we follow disappeared: a
+                    // real change; keep it as a hidden occurrence.
+                    None if of_live_series => {
+                        plan.changes.push(record(
+                            &self.key,
+                            &id,
+                            ChangeKind::Deleted,
+                            &item,
+                            None,
+                            vec![],
+                            &now,
+                        ));
+                        plan.upserts.push(version(item, generation.unwrap_or(0)));
+                    }
+                    // Deleted before we ever saw it: nothing to report.
+                    None => {}
+                }
+                in_page.insert(id, None);
+                continue;
+            }
+            match stored {
+                None => {
+                    plan.changes.push(record(
+                        &self.key,
+                        &id,
+                        ChangeKind::Created,
+                        &item,
+                        None,
+                        vec![],
+                        &now,
+                    ));
+                    let v = version(item, generation.unwrap_or(0));
+                    plan.upserts.push(v.clone());
+                    plan.delta += 1;
+                    in_page.insert(id, Some(v));
+                }
+                Some(old) if old.etag == etag => {
+                    // Unchanged. A full sync still stamps it as seen.
+                    if let Some(g) = generation {
+                        if old.generation != g {
+                            let v = EventVersion {
+                                generation: g,
+                                ..old
+                            };
+                            plan.upserts.push(v.clone());
+                            in_page.insert(id, Some(v));
+                        }
+                    }
+                }
+                Some(old) => {
+                    // A hidden occurrence coming back counts as created.
+                    let (kind, fields, delta) = if old.status.as_deref() == Some("cancelled") {
+                        (ChangeKind::Created, vec![], 1)
+                    } else {
+                        (ChangeKind::Updated, changed_fields(&old.body, &item), 0)
+                    };
+                    let previous = (kind == ChangeKind::Updated).then_some(old.body);
+                    plan.changes
+                        .push(record(&self.key, &id, kind, &item, previous, fields, &now));
+                    plan.delta += delta;
+                    let v = version(item, generation.unwrap_or(old.generation));
+                    plan.upserts.push(v.clone());
+                    in_page.insert(id, Some(v));
+                }
+            }
+        }
+        plan.touched = in_page.into_keys().collect();
+        Ok(plan)
+    }
+
+    /// After the last page of a full sync: every stored event that no page
+    /// listed (and that this page does not touch) was deleted meanwhile.
+    fn sweep(&self, plan: &mut Plan, generation: u64) -> Result<(), StoreError> {
+        let now = crate::sync::engine::now_rfc3339();
+        for stored in self.store.events(&self.key) {
+            let stored = stored?;
+            if stored.generation == generation || plan.touched.contains(&stored.id) {
+                continue;
+            }
+            if stored.status.as_deref() == Some("cancelled") {
+                plan.deletes.push(stored.id); // a hidden occurrence, reported when it was hidden
+                continue;
+            }
+            let tombstone =
+                json!({ "kind": "calendar#event", "id": stored.id, "status": "cancelled" });
+            let mut rec = record(
+                &self.key,
+                &stored.id,
+                ChangeKind::Deleted,
+                &tombstone,
+                Some(stored.body),
+                vec![],
+                &now,
+            );
+            rec.etag = None;
+            plan.changes.push(rec);
+            plan.deletes.push(stored.id);
+            plan.delta -= 1;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, plan: Plan, state: &CalendarState) -> Result<(), PassError> {
+        let page = PageWrite {
+            calendar: self.key.clone(),
+            upserts: plan.upserts,
+            deletes: plan.deletes,
+            changes: plan.changes,
+            state: state.clone(),
+        };
+        Ok(self.feed.apply(page).await?)
+    }
+
+    fn succeeded(&self, state: &mut CalendarState) {
+        state.last_sync_at = Some(crate::sync::engine::now_rfc3339());
+        state.last_error = None;
+    }
+
+    pub(super) fn set_state(&self, name: &'static str, progress: Option<Progress>) {
+        self.board.update(&self.key, |s: &mut LiveStatus| {
+            s.state = name;
+            s.progress = progress;
+        });
+    }
+
+    fn set_progress(&self, progress: Progress) {
+        self.board
+            .update(&self.key, |s| s.progress = Some(progress));
+    }
+}
+
+/// The writes and records one page produces.
+#[derive(Default)]
+struct Plan {
+    upserts: Vec<EventVersion>,
+    deletes: Vec<String>,
+    changes: Vec<ChangeRecord>,
+    /// Change in the number of stored events.
+    delta: i64,
+    /// Every id this page listed.
+    touched: HashSet<String>,
+}
+
+fn record(
+    key: &crate::store::CalendarKey,
+    id: &str,
+    change: ChangeKind,
+    item: &Value,
+    previous: Option<Value>,
+    changed_fields: Vec<String>,
+    now: &str,
+) -> ChangeRecord {
+    ChangeRecord {
+        seq: 0, // assigned by the feed writer
+        account: key.account.clone(),
+        calendar_id: key.calendar_id.clone(),
+        event_id: id.to_string(),
+        change,
+        etag: item.get("etag").and_then(Value::as_str).map(String::from),
+        sequence: item.get("sequence").and_then(Value::as_i64),
+        updated: item
+            .get("updated")
+            .and_then(Value::as_str)
+            .map(String::from),
+        changed_fields,
+        event: item.clone(),
+        previous,
+        detected_at: now.to_string(),
+    }
+}
+
+fn no_sync_token() -> PassError {
+    PassError::Google(GoogleError::Rejected {
+        status: 200,
+        reason: "noSyncToken".into(),
+        message: "the last page carried no nextSyncToken".into(),
+    })
+}

@@ -1,0 +1,264 @@
+//! The integration harness: the emulator and the daemon on port 0, the
+//! daemon configured by a real TOML file and credentials as a user would,
+//! either in-process (fast) or as a child process (for SIGKILL tests).
+
+use std::time::Duration;
+
+use gcal_syncd::config::Config;
+use gcal_syncd::daemon::{self, Control, Listeners};
+use gcal_syncd::emulator::{Emulator, Options, SERVICE_ACCOUNT};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::emu;
+use crate::support::TempDir;
+
+/// The emulator calendar behind the daemon's `primary`.
+pub const CAL: &str = SERVICE_ACCOUNT;
+
+/// Knobs of one harness.
+pub struct Setup {
+    pub page_size: u32,
+    pub poll_interval: &'static str,
+    pub emulator: Options,
+    /// Extra `[sync]` lines.
+    pub sync_extra: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            page_size: 250,
+            poll_interval: "1h",
+            emulator: Options {
+                allow_http: true,
+                ..Default::default()
+            },
+            sync_extra: "",
+        }
+    }
+}
+
+/// A running emulator and daemon.
+pub struct Harness {
+    pub emu: Emulator,
+    pub dir: TempDir,
+    pub api: String,
+    pub hook: String,
+    daemon: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    http: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start(name: &str, setup: Setup) -> Harness {
+        let emu = emu::start(setup.emulator.clone()).await;
+        let dir = TempDir::new(name);
+        dir.write("sa.json", &emu.service_account_json());
+        let mut h = Harness {
+            emu,
+            dir,
+            api: String::new(),
+            hook: String::new(),
+            daemon: None,
+            http: emu::http(),
+        };
+        h.write_config(&setup);
+        h.start_daemon().await;
+        h
+    }
+
+    /// Writes config.toml; listeners bind port 0 and the addresses are
+    /// filled in by `start_daemon`.
+    fn write_config(&self, setup: &Setup) {
+        let text = format!(
+            r#"log_level = "warn"
+[google]
+api_base_url = "{root}"
+[hook]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:9/gcal/notify"
+[api]
+listen = "127.0.0.1:0"
+[store]
+path = "store"
+[sync]
+page_size = {page}
+poll_interval = "{poll}"
+debounce = "0s"
+retry_base = "50ms"
+{extra}
+[[accounts]]
+name = "emu"
+credentials_file = "sa.json"
+calendars = ["primary"]
+"#,
+            root = self.emu.api_root(),
+            page = setup.page_size,
+            poll = setup.poll_interval,
+            extra = setup.sync_extra,
+        );
+        self.dir.write("config.toml", &text);
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Starts the daemon in-process on fresh port-0 listeners.
+    pub async fn start_daemon(&mut self) {
+        let cfg = Config::load(&self.config_path()).expect("valid test config");
+        let listeners = Listeners::bind(&cfg).await.expect("bind");
+        self.api = listeners.api.local_addr().expect("addr").to_string();
+        self.hook = listeners.hook.local_addr().expect("addr").to_string();
+        let stop = CancellationToken::new();
+        let (_tx, rx) = mpsc::channel::<Control>(1);
+        let log = gcal_syncd::logging::init("warn");
+        let s = stop.clone();
+        let task = tokio::spawn(async move {
+            let _keep = _tx;
+            if let Err(e) = daemon::run(cfg, listeners, rx, s, log).await {
+                panic!("daemon failed: {e}");
+            }
+        });
+        self.daemon = Some((stop, task));
+        self.wait_healthy().await;
+    }
+
+    /// Stops the in-process daemon gracefully and waits for it.
+    pub async fn stop_daemon(&mut self) {
+        if let Some((stop, task)) = self.daemon.take() {
+            stop.cancel();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("daemon stops within 30 s")
+                .expect("daemon task");
+        }
+    }
+
+    async fn wait_healthy(&self) {
+        let url = format!("http://{}/healthz", self.api);
+        for _ in 0..1000 {
+            if self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("daemon never became healthy");
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("http://{}{path_and_query}", self.api))
+            .send()
+            .await
+            .expect("api call");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every change after `after`, paging with `limit`.
+    pub async fn changes_after(&self, mut after: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let (status, body) = self
+                .get(&format!("/v1/changes?after={after}&limit=5000"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let batch = body["changes"].as_array().cloned().unwrap_or_default();
+            if batch.is_empty() {
+                return out;
+            }
+            after = body["next"].as_u64().expect("next");
+            out.extend(batch);
+        }
+    }
+
+    /// Waits (long-polling) until `cond` holds over all changes after `after`.
+    pub async fn wait_changes(
+        &self,
+        what: &str,
+        after: u64,
+        within: Duration,
+        cond: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let all = self.changes_after(after).await;
+            if cond(&all) {
+                return all;
+            }
+            let head = all.last().and_then(|c| c["seq"].as_u64()).unwrap_or(after);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; have {} changes:\n{}",
+                all.len(),
+                summary(&all)
+            );
+            // Long-poll: returns as soon as anything new lands.
+            let _ = self.get(&format!("/v1/changes?after={head}&wait=2")).await;
+        }
+    }
+
+    /// The calendar's entry in /v1/calendars.
+    pub async fn calendar(&self) -> Value {
+        let (_, body) = self.get("/v1/calendars").await;
+        body["calendars"][0].clone()
+    }
+
+    /// Waits until the daemon has completed `n` passes since start... by
+    /// watching the calendar's sync token and state.
+    pub async fn wait_idle_with_token(&self, within: Duration) -> Value {
+        emu::wait_until_async("the calendar to be synced and idle", within, || async {
+            let c = self.calendar().await;
+            (c["state"] == "idle" && c["has_sync_token"] == true).then_some(c)
+        })
+        .await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = self.daemon.take() {
+            stop.cancel();
+        }
+    }
+}
+
+/// One line per change: seq change id fields.
+pub fn summary(changes: &[Value]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {} {}",
+                c["seq"],
+                c["change"].as_str().unwrap_or(""),
+                c["event_id"].as_str().unwrap_or(""),
+                c["changed_fields"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Records of `kind` in `changes`.
+pub fn of_kind<'a>(changes: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    changes.iter().filter(|c| c["change"] == kind).collect()
+}
+
+/// The highest seq in `changes` (0 for none).
+pub fn last_seq(changes: &[Value]) -> u64 {
+    changes
+        .iter()
+        .filter_map(|c| c["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
