@@ -61,7 +61,7 @@ impl Engine {
         mut state: CalendarState,
         token: &str,
     ) -> Result<PassStats, PassError> {
-        self.set_state("incremental", None);
+        self.set_state("incremental", Some(Progress::default()));
         let mut stats = PassStats {
             kind: "incremental",
             ..Default::default()
@@ -81,6 +81,10 @@ impl Engine {
             }
             stats.records += plan.changes.len() as u64;
             self.write(plan, &state).await?;
+            self.set_progress(Progress {
+                events: stats.items,
+                pages: stats.pages,
+            });
             match page.next_page_token {
                 Some(next) => page_token = Some(next),
                 None => return Ok(stats),

@@ -1,6 +1,7 @@
 //! One integration-test binary, a module per area (see style.md).
 
 mod config_check;
+mod crash;
 mod emu;
 mod emulator_api;
 mod emulator_cli;
