@@ -129,6 +129,15 @@ impl Api {
 
     fn calendars(&self) -> Response {
         let keys = self.calendars.read().map(|k| k.clone()).unwrap_or_default();
+        let channels = match self.store.channels() {
+            Ok(c) => c,
+            Err(e) => {
+                return http::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("cannot read the store: {e}"),
+                )
+            }
+        };
         let mut out = Vec::new();
         for key in keys {
             let state = match self.store.calendar(&key) {
@@ -148,8 +157,8 @@ impl Api {
                 "last_sync_at": state.last_sync_at,
                 "has_sync_token": state.sync_token.is_some(),
                 "events": state.events,
-                "channel": Value::Null,
-                "poll_only": state.poll_only,
+                "channel": channel_of(&channels, &key),
+                "poll_only": self.store.poll_only(&key).unwrap_or(false),
                 "progress": live.progress,
                 "passes": live.passes,
                 "last_error": live.last_error.or(state.last_error),
@@ -157,6 +166,21 @@ impl Api {
         }
         http::json(StatusCode::OK, &json!({ "calendars": out }))
     }
+}
+
+/// The calendar's newest active channel: `{id, expires_at, confirmed}`.
+fn channel_of(channels: &[crate::store::ChannelRecord], key: &CalendarKey) -> Value {
+    channels
+        .iter()
+        .filter(|c| &c.calendar == key && c.state == crate::store::ChannelState::Active)
+        .max_by_key(|c| c.expiration_ms)
+        .map_or(Value::Null, |c| {
+            let expires = c
+                .expiration_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339());
+            json!({ "id": c.id, "expires_at": expires, "confirmed": c.confirmed })
+        })
 }
 
 /// `after`, `limit` and `wait` of `/v1/changes`, checked.

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accounts;
 use crate::api::Api;
+use crate::channels::{ChannelIndex, ChannelsHandle, Scheduler};
 use crate::config::Config;
 use crate::feed::Feed;
 use crate::hook::Hook;
@@ -110,8 +111,31 @@ pub async fn run(
         config.api.token.clone(),
         stop.clone(),
     );
+    let index = ChannelIndex::default();
+    let (channel_tx, channel_rx) = mpsc::channel(1024);
+    let hook = Hook::new(
+        config.hook.public_url.path(),
+        config.hook.max_body_bytes,
+        index.clone(),
+        calendars.triggers.clone(),
+        ChannelsHandle::new(channel_tx.clone()),
+    );
+    let scheduler = Scheduler {
+        store: store.clone(),
+        index,
+        clients: calendars.clients.clone(),
+        triggers: calendars.triggers.clone(),
+        address: config.hook.public_url.to_string(),
+        ttl: config.channels.ttl,
+        renew_before: config.channels.renew_before,
+        schedule: config.channels.check_schedule.clone(),
+        rx: channel_rx,
+        tx: channel_tx,
+        stop: stop.clone(),
+    };
+    tracker.spawn(scheduler.run());
     let (config_tx, _config_rx) = watch::channel(Arc::new(config));
-    spawn_servers(&tracker, listeners, &config_tx.borrow(), api, &stop);
+    spawn_servers(&tracker, listeners, hook, api, &stop);
     tracker.spawn(notify::watchdog(stop.clone()));
     notify::ready(&format!(
         "serving hook={} api={}",
@@ -147,11 +171,10 @@ pub async fn run(
 fn spawn_servers(
     tracker: &TaskTracker,
     listeners: Listeners,
-    cfg: &Config,
+    hook: Hook,
     api: Api,
     stop: &CancellationToken,
 ) {
-    let hook = Hook::new(cfg.hook.public_url.path());
     let hook_handler = move |req| {
         let hook = hook.clone();
         async move { hook.handle(req).await }

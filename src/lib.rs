@@ -17,6 +17,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod channels;
 pub mod config;
 pub mod daemon;
 pub mod emulator;

@@ -37,6 +37,7 @@ pub struct Channel {
     /// The service account or OAuth client that created it.
     pub client: String,
     pub principal: String,
+    pub created_at: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
     /// Last message number used.
     pub number: u64,
@@ -203,6 +204,7 @@ impl World {
             expiration_ms: asked.min(max),
             client: client.to_string(),
             principal: principal.to_string(),
+            created_at: now,
             stopped_at: None,
             number: 1,
             coalesce_until: None,

@@ -73,6 +73,9 @@ pub struct Store {
     channels: sled::Tree,
     changes: sled::Tree,
     cursors: sled::Tree,
+    /// Calendar key -> 1 when Google refused push for it (poll-only). Kept
+    /// apart from `calendars`, which the sync engine rewrites every page.
+    poll_only: sled::Tree,
     path: PathBuf,
     recovered_from: Option<PathBuf>,
 }
@@ -150,6 +153,7 @@ impl Store {
             channels: db.open_tree("channels")?,
             changes: db.open_tree("changes")?,
             cursors: db.open_tree("cursors")?,
+            poll_only: db.open_tree("poll_only")?,
             db,
             path: path.to_path_buf(),
             recovered_from,
@@ -324,6 +328,20 @@ impl Store {
                 decode("channels", &k, &v)
             })
             .collect()
+    }
+
+    /// Marks a calendar as one Google will not push for (or clears it).
+    pub fn set_poll_only(&self, key: &CalendarKey, poll_only: bool) -> Result<(), StoreError> {
+        if poll_only {
+            self.poll_only.insert(keys::calendar(key), &[1u8])?;
+        } else {
+            self.poll_only.remove(keys::calendar(key))?;
+        }
+        Ok(())
+    }
+
+    pub fn poll_only(&self, key: &CalendarKey) -> Result<bool, StoreError> {
+        Ok(self.poll_only.contains_key(keys::calendar(key))?)
     }
 
     // ----- cursors -----

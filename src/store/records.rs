@@ -40,8 +40,6 @@ pub struct CalendarState {
     /// RFC 3339 time of the last successful pass.
     pub last_sync_at: Option<String>,
     pub last_error: Option<String>,
-    /// Google refused push for it (`pushNotSupportedForRequestedResource`).
-    pub poll_only: bool,
 }
 
 /// The stored version of one event.

@@ -24,6 +24,11 @@ pub struct Setup {
     pub emulator: Options,
     /// Extra `[sync]` lines.
     pub sync_extra: &'static str,
+    /// `[channels]` lines.
+    pub channels: &'static str,
+    pub debounce: &'static str,
+    /// Make the calendar one Google does not push for.
+    pub pushless: bool,
 }
 
 impl Default for Setup {
@@ -36,6 +41,9 @@ impl Default for Setup {
                 ..Default::default()
             },
             sync_extra: "",
+            channels: "",
+            debounce: "0s",
+            pushless: false,
         }
     }
 }
@@ -48,6 +56,7 @@ pub struct Harness {
     pub hook: String,
     daemon: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     http: reqwest::Client,
+    setup: Setup,
 }
 
 impl Harness {
@@ -55,6 +64,9 @@ impl Harness {
         let emu = emu::start(setup.emulator.clone()).await;
         let dir = TempDir::new(name);
         dir.write("sa.json", &emu.service_account_json());
+        if setup.pushless {
+            emu.set_push_supported(CAL, false).expect("pushless");
+        }
         let mut h = Harness {
             emu,
             dir,
@@ -62,30 +74,31 @@ impl Harness {
             hook: String::new(),
             daemon: None,
             http: emu::http(),
+            setup,
         };
-        h.write_config(&setup);
         h.start_daemon().await;
         h
     }
 
-    /// Writes config.toml; listeners bind port 0 and the addresses are
-    /// filled in by `start_daemon`.
-    fn write_config(&self, setup: &Setup) {
+    /// Writes config.toml with the hook's real address as public_url.
+    fn write_config(&self, setup: &Setup, hook: &str) {
         let text = format!(
             r#"log_level = "warn"
 [google]
 api_base_url = "{root}"
 [hook]
 listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:9/gcal/notify"
+public_url = "http://{hook}/gcal/notify"
 [api]
 listen = "127.0.0.1:0"
 [store]
 path = "store"
+[channels]
+{channels}
 [sync]
 page_size = {page}
 poll_interval = "{poll}"
-debounce = "0s"
+debounce = "{debounce}"
 retry_base = "50ms"
 {extra}
 [[accounts]]
@@ -97,6 +110,8 @@ calendars = ["primary"]
             page = setup.page_size,
             poll = setup.poll_interval,
             extra = setup.sync_extra,
+            channels = setup.channels,
+            debounce = setup.debounce,
         );
         self.dir.write("config.toml", &text);
     }
@@ -105,12 +120,25 @@ calendars = ["primary"]
         self.dir.path().join("config.toml")
     }
 
-    /// Starts the daemon in-process on fresh port-0 listeners.
+    /// Starts the daemon in-process. The hook keeps its port across
+    /// restarts (channels outlive the process, as with a real public URL).
     pub async fn start_daemon(&mut self) {
+        let hook_addr = if self.hook.is_empty() {
+            "127.0.0.1:0".to_string()
+        } else {
+            self.hook.clone()
+        };
+        let hook = tokio::net::TcpListener::bind(&hook_addr)
+            .await
+            .expect("bind hook");
+        self.hook = hook.local_addr().expect("addr").to_string();
+        self.write_config(&self.setup, &self.hook);
         let cfg = Config::load(&self.config_path()).expect("valid test config");
-        let listeners = Listeners::bind(&cfg).await.expect("bind");
-        self.api = listeners.api.local_addr().expect("addr").to_string();
-        self.hook = listeners.hook.local_addr().expect("addr").to_string();
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind api");
+        self.api = api.local_addr().expect("addr").to_string();
+        let listeners = Listeners { hook, api };
         let stop = CancellationToken::new();
         let (_tx, rx) = mpsc::channel::<Control>(1);
         let log = gcal_syncd::logging::init("warn");

@@ -9,6 +9,7 @@ mod emulator_push;
 mod emulator_python;
 mod harness;
 mod lifecycle;
+mod push;
 mod store;
 mod support;
 mod sync;

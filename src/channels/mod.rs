@@ -1,0 +1,130 @@
+//! Watch-channel lifecycle.
+//!
+//! Owns Google push channels: creates one per calendar, replaces it before
+//! it expires (a new channel first, then the old one is stopped), and keeps
+//! the in-memory [`ChannelIndex`] that the hook checks pings against in step
+//! with the store. Never syncs events; after it (re)creates a channel it
+//! pokes the calendar's trigger so the engine catches up on missed pings.
+
+mod scheduler;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::sync::mpsc;
+
+pub use scheduler::Scheduler;
+
+use crate::secret::Secret;
+use crate::store::CalendarKey;
+
+/// What the hook needs to know about one of our channels.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub calendar: CalendarKey,
+    pub token: Secret,
+    pub resource_id: Option<String>,
+}
+
+/// Our live channels by id. Written only by the scheduler task; read by the
+/// hook on every ping (hence a read-mostly lock, never held across await).
+#[derive(Clone, Default)]
+pub struct ChannelIndex(Arc<RwLock<HashMap<String, IndexEntry>>>);
+
+impl ChannelIndex {
+    pub fn get(&self, id: &str) -> Option<IndexEntry> {
+        self.0.read().ok()?.get(id).cloned()
+    }
+
+    /// Whether any channel of ours watches the collection `resource_id`.
+    pub fn knows_resource(&self, resource_id: &str) -> bool {
+        self.0.read().is_ok_and(|m| {
+            m.values()
+                .any(|e| e.resource_id.as_deref() == Some(resource_id))
+        })
+    }
+
+    pub(crate) fn insert(&self, id: &str, entry: IndexEntry) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(id.to_string(), entry);
+        }
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        if let Ok(mut m) = self.0.write() {
+            m.remove(id);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Messages to the scheduler task.
+#[derive(Debug)]
+pub enum ChannelMsg {
+    /// Reconcile every calendar now (cron tick).
+    Check,
+    /// The `sync` message of a channel arrived.
+    Confirmed(String),
+    /// A ping for a channel id we no longer own, on a collection we know.
+    Orphan { id: String, resource_id: String },
+}
+
+/// Sends to the scheduler without ever blocking the caller (the hook).
+#[derive(Clone)]
+pub struct ChannelsHandle(mpsc::Sender<ChannelMsg>);
+
+impl ChannelsHandle {
+    pub fn new(tx: mpsc::Sender<ChannelMsg>) -> Self {
+        ChannelsHandle(tx)
+    }
+
+    /// Best effort: a full queue drops the message (a later check covers it).
+    pub fn send(&self, msg: ChannelMsg) {
+        if let Err(e) = self.0.try_send(msg) {
+            tracing::debug!(error = %e, "channel scheduler queue full; message dropped");
+        }
+    }
+}
+
+/// A channel is due for replacement once `now >= expiration - renew_before`.
+pub fn is_due(now_ms: i64, expiration_ms: i64, renew_before: Duration) -> bool {
+    now_ms >= expiration_ms.saturating_sub(renew_before.as_millis() as i64)
+}
+
+/// 32 random bytes, base64url: the secret Google echoes in every ping.
+pub fn new_token() -> Secret {
+    let mut bytes = [0u8; 32];
+    // SystemRandom only fails when the OS has no randomness at all.
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the OS provides randomness");
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_exactly_at_expiration_minus_renew_before() {
+        let renew = Duration::from_secs(60);
+        assert!(!is_due(1_000_000 - 60_001, 1_000_000, renew));
+        assert!(is_due(1_000_000 - 60_000, 1_000_000, renew));
+        assert!(is_due(2_000_000, 1_000_000, renew), "expired is due");
+    }
+
+    #[test]
+    fn tokens_are_long_random_and_distinct() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.expose().len(), 43);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,360 @@
+//! The task that owns every channel: reconciles at startup and on the
+//! `channels.check_schedule` cron (tokio-cron-scheduler; its jobs only send
+//! a message, so checks never overlap), and reconciles anyway when the cron
+//! has not fired for two periods (a missed renewal loses pings).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
+use crate::google::{GoogleClient, GoogleError};
+use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
+use crate::sync::Trigger;
+
+/// Owns the channels of every configured calendar.
+pub struct Scheduler {
+    pub store: Store,
+    pub index: ChannelIndex,
+    pub clients: BTreeMap<String, Arc<GoogleClient>>,
+    pub triggers: BTreeMap<CalendarKey, Trigger>,
+    /// `hook.public_url`, the address every channel delivers to.
+    pub address: String,
+    pub ttl: Duration,
+    pub renew_before: Duration,
+    pub schedule: String,
+    pub rx: mpsc::Receiver<ChannelMsg>,
+    pub tx: mpsc::Sender<ChannelMsg>,
+    pub stop: CancellationToken,
+}
+
+/// Why creating a channel failed.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Scheduler {
+    pub async fn run(mut self) {
+        if let Err(e) = self.load() {
+            tracing::error!(error = %e, "cannot read channels from the store");
+        }
+        let mut cron = self.start_cron().await;
+        let mut state = CheckTimes {
+            last: Instant::now(),
+            period: self.fallback_period(),
+            last_cron: None,
+        };
+        self.reconcile_all().await;
+        let mut fallback = tokio::time::interval(state.period);
+        fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut orphans_stopped = HashSet::new();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = fallback.tick() => {
+                    if state.last.elapsed() > state.period * 2 {
+                        tracing::warn!(since = ?state.last.elapsed(), "channel check has not run for two periods; reconciling anyway");
+                        self.reconcile_all().await;
+                        state.last = Instant::now();
+                    }
+                }
+                msg = self.rx.recv() => match msg {
+                    None => break,
+                    Some(ChannelMsg::Check) => {
+                        state.observe_cron();
+                        self.reconcile_all().await;
+                    }
+                    Some(ChannelMsg::Confirmed(id)) => self.confirm(&id),
+                    Some(ChannelMsg::Orphan { id, resource_id }) => {
+                        if orphans_stopped.len() < 10_000 && orphans_stopped.insert(id.clone()) {
+                            self.stop_orphan(&id, &resource_id).await;
+                        }
+                    }
+                },
+            }
+        }
+        if let Some(c) = cron.as_mut() {
+            let _ = c.shutdown().await;
+        }
+    }
+
+    /// Until two cron ticks are seen, assume a quarter of `renew_before`
+    /// (1 s to 5 min) between checks.
+    fn fallback_period(&self) -> Duration {
+        (self.renew_before / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+    }
+
+    async fn start_cron(&self) -> Option<JobScheduler> {
+        let tx = self.tx.clone();
+        let job = Job::new_async(self.schedule.as_str(), move |_, _| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                // A full queue means a check is pending already.
+                let _ = tx.try_send(ChannelMsg::Check);
+            })
+        });
+        let setup = async {
+            let sched = JobScheduler::new().await?;
+            sched.add(job?).await?;
+            sched.start().await?;
+            Ok::<_, tokio_cron_scheduler::JobSchedulerError>(sched)
+        };
+        match setup.await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the channel check schedule; relying on the fallback timer");
+                None
+            }
+        }
+    }
+
+    /// Fills the index from the store. Pending channels (watch never
+    /// answered before a crash) and expired ones are dropped.
+    fn load(&mut self) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        for ch in self.store.channels()? {
+            let dead = ch.state == ChannelState::Pending
+                || ch.expiration_ms.is_some_and(|e| e <= now)
+                || !self.triggers.contains_key(&ch.calendar);
+            if dead && ch.state != ChannelState::Stopping {
+                self.store.remove_channel(&ch.id)?;
+                continue;
+            }
+            self.index.insert(
+                &ch.id,
+                IndexEntry {
+                    calendar: ch.calendar.clone(),
+                    token: ch.token.clone(),
+                    resource_id: ch.resource_id.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn reconcile_all(&mut self) {
+        let keys: Vec<CalendarKey> = self.triggers.keys().cloned().collect();
+        for key in keys {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.reconcile(&key).await {
+                tracing::warn!(account = %key.account, calendar = %key.calendar_id, error = %e, "channel reconcile failed; retrying at the next check");
+            }
+        }
+    }
+
+    /// Keeps one live channel on `key`: create when none is live (and sync,
+    /// since pings were missed), replace when due, stop replaced ones.
+    async fn reconcile(&mut self, key: &CalendarKey) -> Result<(), ChannelError> {
+        if self.store.poll_only(key)? {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let mine: Vec<ChannelRecord> = self
+            .store
+            .channels()?
+            .into_iter()
+            .filter(|c| &c.calendar == key)
+            .collect();
+        for old in mine.iter().filter(|c| c.state == ChannelState::Stopping) {
+            self.stop_channel(old).await;
+        }
+        let live: Vec<&ChannelRecord> = mine
+            .iter()
+            .filter(|c| c.state == ChannelState::Active && c.expiration_ms.is_some_and(|e| e > now))
+            .collect();
+        if live.is_empty() {
+            for expired in mine.iter().filter(|c| c.state == ChannelState::Active) {
+                self.forget(&expired.id)?;
+            }
+            if self.create(key).await? {
+                // Pings were missed while no channel was live.
+                if let Some(t) = self.triggers.get(key) {
+                    t.poke();
+                }
+            }
+            return Ok(());
+        }
+        let renew = self.renew_before;
+        if live
+            .iter()
+            .all(|c| is_due(now, c.expiration_ms.unwrap_or(0), renew))
+        {
+            let old: Vec<ChannelRecord> = live.into_iter().cloned().collect();
+            if self.create(key).await? {
+                for mut o in old {
+                    o.state = ChannelState::Stopping;
+                    self.store.put_channel(&o)?;
+                    self.stop_channel(&o).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a channel: persisted (and in the index) before events.watch
+    /// is called, because the `sync` ping can beat the watch response.
+    /// Returns false when the calendar turned out to be poll-only.
+    async fn create(&mut self, key: &CalendarKey) -> Result<bool, ChannelError> {
+        let Some(client) = self.clients.get(&key.account).cloned() else {
+            return Ok(false);
+        };
+        let mut rec = ChannelRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            calendar: key.clone(),
+            token: new_token(),
+            resource_id: None,
+            expiration_ms: None,
+            state: ChannelState::Pending,
+            confirmed: false,
+        };
+        self.store.put_channel(&rec)?;
+        self.store.flush().await?;
+        self.index.insert(
+            &rec.id,
+            IndexEntry {
+                calendar: key.clone(),
+                token: rec.token.clone(),
+                resource_id: None,
+            },
+        );
+        match client
+            .events_watch(
+                &key.calendar_id,
+                &rec.id,
+                rec.token.expose(),
+                &self.address,
+                self.ttl,
+            )
+            .await
+        {
+            Ok(resp) => {
+                rec.resource_id = Some(resp.resource_id.clone());
+                rec.expiration_ms = resp.expiration_ms;
+                rec.state = ChannelState::Active;
+                // The sync ping may have confirmed it meanwhile.
+                rec.confirmed = self
+                    .store
+                    .channels()?
+                    .iter()
+                    .any(|c| c.id == rec.id && c.confirmed);
+                self.store.put_channel(&rec)?;
+                self.index.insert(
+                    &rec.id,
+                    IndexEntry {
+                        calendar: key.clone(),
+                        token: rec.token.clone(),
+                        resource_id: Some(resp.resource_id),
+                    },
+                );
+                let expires = resp
+                    .expiration_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339());
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, channel = %rec.id, expires = ?expires, "channel created");
+                Ok(true)
+            }
+            Err(GoogleError::Rejected { reason, .. })
+                if reason == "pushNotSupportedForRequestedResource" =>
+            {
+                self.forget(&rec.id)?;
+                self.store.set_poll_only(key, true)?;
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, "Google does not push for this calendar; polling it every sync.poll_interval");
+                Ok(false)
+            }
+            Err(e) => {
+                self.forget(&rec.id)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// channels.stop; 404 counts as stopped. On failure the channel stays
+    /// (state Stopping, still in the index) and is retried at the next check.
+    async fn stop_channel(&mut self, ch: &ChannelRecord) {
+        let (Some(client), Some(rid)) = (
+            self.clients.get(&ch.calendar.account),
+            ch.resource_id.as_deref(),
+        ) else {
+            let _ = self.forget(&ch.id);
+            return;
+        };
+        match client.channels_stop(&ch.id, rid).await {
+            Ok(()) => {
+                if let Err(e) = self.forget(&ch.id) {
+                    tracing::warn!(channel = %ch.id, error = %e, "cannot remove a stopped channel from the store");
+                }
+                tracing::info!(account = %ch.calendar.account, calendar = %ch.calendar.calendar_id, channel = %ch.id, "channel stopped");
+            }
+            Err(e) => {
+                tracing::warn!(channel = %ch.id, error = %e, "channels.stop failed; retrying at the next check")
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) -> Result<(), StoreError> {
+        self.index.remove(id);
+        self.store.remove_channel(id)
+    }
+
+    fn confirm(&self, id: &str) {
+        let found = self
+            .store
+            .channels()
+            .ok()
+            .and_then(|all| all.into_iter().find(|c| c.id == id));
+        if let Some(mut ch) = found {
+            ch.confirmed = true;
+            if let Err(e) = self.store.put_channel(&ch) {
+                tracing::warn!(channel = %id, error = %e, "cannot record the sync message");
+            }
+        }
+    }
+
+    /// Stops, once, a channel that pings us but that we no longer own.
+    async fn stop_orphan(&self, id: &str, resource_id: &str) {
+        let owner = self
+            .store
+            .channels()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find(|c| c.resource_id.as_deref() == Some(resource_id));
+        let Some(client) = owner.and_then(|c| self.clients.get(&c.calendar.account).cloned())
+        else {
+            return;
+        };
+        match client.channels_stop(id, resource_id).await {
+            Ok(()) => tracing::info!(channel = %id, "stopped an orphaned channel"),
+            Err(e) => tracing::warn!(channel = %id, error = %e, "cannot stop an orphaned channel"),
+        }
+    }
+}
+
+/// When checks ran, to notice a cron that stopped firing.
+struct CheckTimes {
+    last: Instant,
+    period: Duration,
+    last_cron: Option<Instant>,
+}
+
+impl CheckTimes {
+    fn observe_cron(&mut self) {
+        let now = Instant::now();
+        if let Some(prev) = self.last_cron {
+            self.period = (now - prev).max(Duration::from_millis(500));
+        }
+        self.last_cron = Some(now);
+        self.last = now;
+    }
+}
