@@ -20,6 +20,7 @@ pub mod api;
 pub mod channels;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod emulator;
 pub mod feed;
 pub mod google;

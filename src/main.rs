@@ -57,8 +57,14 @@ enum Command {
         json: bool,
     },
     /// Run the built-in emulator and the daemon together and walk through a scripted set of changes.
-    #[command(after_help = "Example:\n  cargo run --release -- demo")]
-    Demo,
+    #[command(
+        after_help = "Example:\n  cargo run --release -- demo\n  gcal-syncd demo --keep-running"
+    )]
+    Demo {
+        /// Stay up after the script, for calling the API and editing the emulator by hand.
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Run the Google Calendar emulator alone, for testing your own apps.
     #[command(after_help = "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080")]
     #[command(
@@ -83,7 +89,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config::resolve_path(config)),
         Command::CheckConfig { config } => check_config(config::resolve_path(config)),
         Command::Status { config, json } => status(config::resolve_path(config), json),
-        Command::Demo => not_built("demo", "the sync engine and the emulator"),
+        Command::Demo { keep_running } => demo(keep_running),
         Command::Emulator {
             listen,
             allow_http,
@@ -92,9 +98,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn not_built(command: &str, needs: &str) -> ExitCode {
-    eprintln!("gcal-syncd {command}: not available in this build yet (it needs {needs})");
-    ExitCode::from(1)
+fn demo(keep_running: bool) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(rt.block_on(gcal_syncd::demo::run(keep_running))),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn load(path: &Path) -> Result<Config, ExitCode> {

@@ -2,6 +2,7 @@
 
 mod config_check;
 mod crash;
+mod demo;
 mod emu;
 mod emulator_api;
 mod emulator_cli;

@@ -1,0 +1,543 @@
+//! `gcal-syncd demo`: the emulator and the daemon in one process, the
+//! daemon configured by a real TOML file exactly as a user would write it,
+//! and a scripted walk through the changes gcal-syncd must report. Each step
+//! prints what it did and the records that arrived, and is checked exactly.
+//! Shows only behaviour the daemon has; adds none.
+
+pub mod check;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::{self, Control, Listeners};
+use crate::emulator::{Edit, Emulator, Options, SERVICE_ACCOUNT};
+use check::{check, check_final, complete, line, Expect};
+
+const CAL: &str = SERVICE_ACCOUNT;
+/// Each step must complete within this.
+const STEP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs the demo; returns the process exit code.
+pub async fn run(keep_running: bool) -> u8 {
+    match Demo::start().await {
+        Ok(demo) => demo.script(keep_running).await,
+        Err(e) => {
+            eprintln!("demo: cannot start: {e}");
+            1
+        }
+    }
+}
+
+struct Demo {
+    emu: Emulator,
+    dir: PathBuf,
+    api: String,
+    http: reqwest::Client,
+    stop: CancellationToken,
+    daemon: tokio::task::JoinHandle<()>,
+    head: u64,
+}
+
+impl Demo {
+    async fn start() -> Result<Demo, String> {
+        crate::tls::ensure_provider();
+        let emu = Emulator::start(
+            bind().await?,
+            Options {
+                allow_http: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("gcal-syncd-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::write(dir.join("service-account.json"), emu.service_account_json())
+            .map_err(|e| e.to_string())?;
+        seed(&emu).await?;
+        let hook = bind().await?;
+        let api = bind().await?;
+        let (hook_addr, api_addr) = (addr(&hook)?, addr(&api)?);
+        let text = config_text(&emu, &hook_addr, &api_addr);
+        let path = dir.join("config.toml");
+        std::fs::write(&path, &text).map_err(|e| e.to_string())?;
+        println!(
+            "== gcal-syncd demo: emulator at {}, store and config in {}",
+            emu.url(),
+            dir.display()
+        );
+        println!("-- config.toml (what a user would write; copy it):\n{text}--");
+        let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+        let stop = CancellationToken::new();
+        let (control_tx, control_rx) = mpsc::channel::<Control>(1);
+        let log = crate::logging::init("error");
+        let s = stop.clone();
+        let daemon = tokio::spawn(async move {
+            let _keep = control_tx;
+            if let Err(e) = daemon::run(cfg, Listeners { hook, api }, control_rx, s, log).await {
+                eprintln!("demo: the daemon failed: {e}");
+            }
+        });
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(70))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Demo {
+            emu,
+            dir,
+            api: api_addr,
+            http,
+            stop,
+            daemon,
+            head: 0,
+        })
+    }
+
+    async fn script(mut self, keep_running: bool) -> u8 {
+        let started = Instant::now();
+        let all: Vec<String> = self
+            .emu
+            .etags(CAL)
+            .into_iter()
+            .filter(|(_, _, c)| !c)
+            .map(|(id, _, _)| id)
+            .collect();
+        let is_series = |id: &String| {
+            self.emu
+                .event(CAL, id)
+                .is_some_and(|e| e.get("recurrence").is_some())
+        };
+        let series = all
+            .iter()
+            .find(|id| is_series(id))
+            .cloned()
+            .unwrap_or_default();
+        let ids: Vec<String> = all.iter().filter(|id| !is_series(id)).cloned().collect();
+        let mut failures = Vec::new();
+        let all_created: Vec<Expect> = all.iter().map(|id| Expect::created(id)).collect();
+        self.step(
+            &mut failures,
+            "initial full sync of the seeded calendar",
+            all_created,
+            |_| async {},
+        )
+        .await;
+        let channel = self.channel_id().await;
+        let e = |i: usize| ids[i % ids.len()].clone();
+
+        self.step(
+            &mut failures,
+            "summary edit",
+            vec![Expect::updated(&e(1), &["summary"])],
+            |emu| async move {
+                let _ = emu
+                    .edit(
+                        CAL,
+                        Edit::Patch(e(1), json!({"summary": "Team lunch (moved)"})),
+                        true,
+                    )
+                    .await;
+            },
+        )
+        .await;
+        self.step(&mut failures, "time change (sequence bump)", vec![Expect::updated(&e(2), &["end", "sequence", "start"])], |emu| async move {
+            let _ = emu.edit(CAL, Edit::Patch(e(2), json!({"start": {"dateTime": "2026-12-15T14:00:00Z"}, "end": {"dateTime": "2026-12-15T15:00:00Z"}})), true).await;
+        }).await;
+        self.step(
+            &mut failures,
+            "description-only edit",
+            vec![Expect::updated(&e(3), &["description"])],
+            |emu| async move {
+                let _ = emu
+                    .edit(
+                        CAL,
+                        Edit::Patch(e(3), json!({"description": "Bring the slides"})),
+                        true,
+                    )
+                    .await;
+            },
+        )
+        .await;
+        self.step(
+            &mut failures,
+            "deletion",
+            vec![Expect::deleted(&e(4))],
+            |emu| async move {
+                let _ = emu.edit(CAL, Edit::Delete(e(4)), true).await;
+            },
+        )
+        .await;
+        let instance = format!("{series}_20261209T080000Z");
+        let inst = instance.clone();
+        self.step(
+            &mut failures,
+            "one cancelled instance of the recurring series",
+            vec![Expect::deleted(&instance)],
+            |emu| async move {
+                let _ = emu.edit(CAL, Edit::Delete(inst), true).await;
+            },
+        )
+        .await;
+        let burst: Vec<String> = ids.iter().skip(5).take(20).cloned().collect();
+        self.burst(&mut failures, &burst).await;
+        let born = json!({"summary": "Born in the gap", "start": {"dateTime": "2026-12-20T10:00:00Z"}, "end": {"dateTime": "2026-12-20T11:00:00Z"}, "id": "borninthegap01"});
+        let gap_want = vec![
+            Expect::updated(&e(26), &["location"]),
+            Expect::deleted(&e(27)),
+            Expect::created("borninthegap01"),
+        ];
+        self.step(
+            &mut failures,
+            "forced 410: the sync token dies while things change",
+            gap_want,
+            |emu| async move {
+                let _ = emu.invalidate_sync_tokens(CAL);
+                let _ = emu
+                    .edit(
+                        CAL,
+                        Edit::Patch(e(26), json!({"location": "Room 12"})),
+                        false,
+                    )
+                    .await;
+                let _ = emu.edit(CAL, Edit::Delete(e(27)), false).await;
+                let _ = emu.edit(CAL, Edit::Insert(born), true).await;
+            },
+        )
+        .await;
+        self.renewal(&mut failures, &channel, &e(28)).await;
+        self.summary(&failures, started);
+        if keep_running && failures.is_empty() {
+            self.keep_running().await;
+        }
+        self.stop.cancel();
+        let _ = self.daemon.await;
+        if failures.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    async fn step<F, Fut>(
+        &mut self,
+        failures: &mut Vec<String>,
+        title: &str,
+        want: Vec<Expect>,
+        act: F,
+    ) where
+        F: FnOnce(crate::emulator::Control) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.run_step(failures, title, want, act, true).await
+    }
+
+    async fn run_step<F, Fut>(
+        &mut self,
+        failures: &mut Vec<String>,
+        title: &str,
+        want: Vec<Expect>,
+        act: F,
+        verbose: bool,
+    ) where
+        F: FnOnce(crate::emulator::Control) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        println!("\n== {title}");
+        act((*self.emu).clone()).await;
+        let deadline = Instant::now() + STEP_LIMIT;
+        let mut got: Vec<Value> = Vec::new();
+        while !complete(&want, &got) && Instant::now() < deadline {
+            got.extend(self.poll(self.last(&got), 5).await);
+        }
+        // Anything more that lands at once would be an extra record.
+        got.extend(self.poll(self.last(&got), 0).await);
+        if verbose || got.len() <= 10 {
+            got.iter().for_each(|r| println!("   {}", line(r)));
+        } else {
+            got.iter().take(3).for_each(|r| println!("   {}", line(r)));
+            println!("   ... {} more ...", got.len() - 4);
+            got.last().iter().for_each(|r| println!("   {}", line(r)));
+        }
+        match check(&want, &got) {
+            Ok(()) => println!("   ok: {} record(s), as expected", got.len()),
+            Err(problems) => {
+                for p in &problems {
+                    println!("   FAIL {p}");
+                }
+                failures.extend(problems.into_iter().map(|p| format!("{title}: {p}")));
+            }
+        }
+        self.head = self.last(&got);
+    }
+
+    /// 200 edits (ten on each of 20 events), each with its own ping. Edits
+    /// that land between two syncs are one change to Google, so each event
+    /// must end at its final version, with nothing repeated.
+    async fn burst(&mut self, failures: &mut Vec<String>, events: &[String]) {
+        let title = "a burst of 200 edits (10 on each of 20 events), each with its own ping";
+        println!("\n== {title}");
+        for i in 0..200 {
+            let _ = self
+                .emu
+                .edit(
+                    CAL,
+                    Edit::Patch(
+                        events[i % events.len()].clone(),
+                        json!({"summary": format!("burst edit {i}")}),
+                    ),
+                    true,
+                )
+                .await;
+        }
+        let finals: Vec<(String, String)> = events
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    self.emu
+                        .event(CAL, id)
+                        .and_then(|e| e["etag"].as_str().map(String::from))
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let deadline = Instant::now() + STEP_LIMIT;
+        let mut got: Vec<Value> = Vec::new();
+        while check_final(&finals, &got).is_err_and(|p| p.iter().any(|x| x.starts_with("missing")))
+            && Instant::now() < deadline
+        {
+            got.extend(self.poll(self.last(&got), 5).await);
+        }
+        got.extend(self.poll(self.last(&got), 0).await);
+        got.iter().take(3).for_each(|r| println!("   {}", line(r)));
+        if got.len() > 3 {
+            println!("   ... {} more", got.len() - 3);
+        }
+        match check_final(&finals, &got) {
+            Ok(()) => println!("   ok: {} record(s) for 200 edits; every event at its final version, none repeated", got.len()),
+            Err(problems) => {
+                problems.iter().for_each(|p| println!("   FAIL {p}"));
+                failures.extend(problems.into_iter().map(|p| format!("{title}: {p}")));
+            }
+        }
+        self.head = self.last(&got);
+    }
+
+    fn last(&self, got: &[Value]) -> u64 {
+        got.iter()
+            .filter_map(|r| r["seq"].as_u64())
+            .max()
+            .unwrap_or(self.head)
+    }
+
+    /// Records after `after`, long-polling up to `wait` seconds.
+    async fn poll(&self, after: u64, wait: u64) -> Vec<Value> {
+        let url = format!(
+            "http://{}/v1/changes?after={after}&wait={wait}&limit=10000",
+            self.api
+        );
+        match self.http.get(url).send().await {
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|b| b["changes"].as_array().cloned())
+                .unwrap_or_default(),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Vec::new()
+            }
+        }
+    }
+
+    async fn calendars(&self) -> Value {
+        let url = format!("http://{}/v1/calendars", self.api);
+        match self.http.get(url).send().await {
+            Ok(r) => r.json::<Value>().await.unwrap_or_default()["calendars"][0].clone(),
+            Err(_) => Value::Null,
+        }
+    }
+
+    async fn channel_id(&self) -> String {
+        let deadline = Instant::now() + STEP_LIMIT;
+        while Instant::now() < deadline {
+            if let Some(id) = self.calendars().await["channel"]["id"].as_str() {
+                return id.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        String::new()
+    }
+
+    /// The channel (ttl 30 s, renewed 20 s before expiry) is replaced; an
+    /// edit then arrives through the new one.
+    async fn renewal(&mut self, failures: &mut Vec<String>, first: &str, id: &str) {
+        println!("\n== channel renewal (ttl 30s, renew_before 20s, checked every second)");
+        let deadline = Instant::now() + STEP_LIMIT;
+        let mut current = first.to_string();
+        while current == first && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            current = self.calendars().await["channel"]["id"]
+                .as_str()
+                .unwrap_or(first)
+                .to_string();
+        }
+        if current == first {
+            println!("   FAIL the channel {first} was not renewed");
+            failures.push("channel renewal: not renewed".into());
+            return;
+        }
+        let stopped = self.emu.channels()["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["id"] == first && c["state"] == "stopped");
+        println!("   channel {first} -> {current} (old one stopped: {stopped})");
+        let id = id.to_string();
+        let i2 = id.clone();
+        self.step(
+            failures,
+            "an edit after the renewal",
+            vec![Expect::updated(&id, &["summary"])],
+            |emu| async move {
+                let _ = emu
+                    .edit(
+                        CAL,
+                        Edit::Patch(i2, json!({"summary": "after renewal"})),
+                        true,
+                    )
+                    .await;
+            },
+        )
+        .await;
+    }
+
+    fn summary(&self, failures: &[String], started: Instant) {
+        let c = self.emu.counters();
+        let pings = c.pings_sent.get("exists").copied().unwrap_or(0);
+        let calls = c.list_calls_by_calendar.get(CAL).copied().unwrap_or(0);
+        let size = self.emu.etags(CAL).len() as u64;
+        println!("\n== summary ({:.1} s)", started.elapsed().as_secs_f64());
+        println!(
+            "   pings received:                 {pings} (+{} channel sync messages)",
+            c.pings_sent.get("sync").copied().unwrap_or(0)
+        );
+        println!(
+            "   events.list calls (gcal-syncd): {calls}, {} items",
+            c.list_items
+        );
+        println!("   change records emitted:         {}", self.head);
+        println!(
+            "   the seed's method (list every event on every ping): {pings} calls, about {} items",
+            pings * size
+        );
+        if failures.is_empty() {
+            println!("   every expected record arrived, none extra: OK");
+        } else {
+            println!("   FAILED: {} problem(s):", failures.len());
+            failures.iter().for_each(|f| println!("   - {f}"));
+        }
+    }
+
+    async fn keep_running(&self) {
+        let cal = CAL.replace('@', "%40");
+        println!("\n== still running (Ctrl-C to stop). Try:");
+        println!(
+            "   curl -s 'http://{}/v1/changes?after={}&wait=30' | jq .",
+            self.api, self.head
+        );
+        println!("   curl -s http://{}/v1/calendars | jq .", self.api);
+        println!("   curl -s -X PATCH -H 'Content-Type: application/json' -d '{{\"summary\":\"by hand\"}}' {}/emulator/v1/calendars/{cal}/events/EVENT_ID", self.emu.url());
+        println!("   curl -s -X POST -H 'Content-Type: application/json' -d '{{\"summary\":\"new\",\"start\":{{\"dateTime\":\"2026-12-01T10:00:00Z\"}},\"end\":{{\"dateTime\":\"2026-12-01T11:00:00Z\"}}}}' {}/emulator/v1/calendars/{cal}/events", self.emu.url());
+        println!(
+            "   gcal-syncd status --config {}",
+            self.dir.join("config.toml").display()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn bind() -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot bind a loopback port: {e}"))
+}
+
+fn addr(l: &tokio::net::TcpListener) -> Result<String, String> {
+    l.local_addr()
+        .map(|a| a.to_string())
+        .map_err(|e| e.to_string())
+}
+
+fn config_text(emu: &Emulator, hook: &str, api: &str) -> String {
+    format!(
+        r#"log_level = "warn"
+
+[google]
+api_base_url = "{root}"
+
+[hook]
+listen = "{hook}"
+public_url = "http://{hook}/gcal/notify"
+
+[api]
+listen = "{api}"
+
+[store]
+path = "store"
+
+[channels]
+ttl = "30s"
+renew_before = "20s"
+check_schedule = "* * * * * *"
+
+[sync]
+poll_interval = "15m"
+debounce = "300ms"
+
+[[accounts]]
+name = "demo"
+credentials_file = "service-account.json"
+calendars = ["primary"]
+"#,
+        root = emu.api_root()
+    )
+}
+
+/// A few dozen events and one daily series.
+async fn seed(emu: &Emulator) -> Result<(), String> {
+    let names = [
+        "Standup",
+        "Team lunch",
+        "1:1 with Sam",
+        "Design review",
+        "Dentist",
+        "Board meeting",
+    ];
+    for i in 0..30 {
+        let day = 1 + i % 28;
+        let body = json!({
+            "summary": format!("{} #{i}", names[i as usize % names.len()]),
+            "start": {"dateTime": format!("2026-12-{day:02}T{:02}:00:00Z", 8 + i % 9)},
+            "end": {"dateTime": format!("2026-12-{day:02}T{:02}:30:00Z", 8 + i % 9)},
+        });
+        emu.edit(CAL, Edit::Insert(body), false)
+            .await
+            .map_err(|e| e.message)?;
+    }
+    let series = json!({
+        "summary": "Daily check-in", "recurrence": ["RRULE:FREQ=DAILY;COUNT=10"],
+        "start": {"dateTime": "2026-12-07T09:00:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": "2026-12-07T09:15:00", "timeZone": "Europe/Berlin"},
+    });
+    emu.edit(CAL, Edit::Insert(series), false)
+        .await
+        .map_err(|e| e.message)?;
+    Ok(())
+}
