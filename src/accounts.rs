@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Account, CalendarSelection, Config};
 use crate::feed::Feed;
 use crate::google::{Authenticator, GoogleClient, SCOPE_READONLY, SCOPE_READWRITE};
+use crate::metrics::Metrics;
 use crate::store::{CalendarKey, Store};
 use crate::sync::{Engine, StatusBoard, SyncSettings, Trigger};
 
@@ -32,6 +33,7 @@ pub async fn start(
     board: &StatusBoard,
     tracker: &TaskTracker,
     stop: &CancellationToken,
+    metrics: &Metrics,
 ) -> Calendars {
     let settings = SyncSettings {
         page_size: cfg.sync.page_size,
@@ -67,6 +69,7 @@ pub async fn start(
                 trigger.clone(),
                 permits.clone(),
                 stop.clone(),
+                metrics.clone(),
             );
             tracker.spawn(engine.run());
             out.triggers.insert(key, trigger);

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::Feed;
 use crate::http::{self, Response};
+use crate::metrics::{CalendarLabels, Metrics};
 use crate::secret::Secret;
 use crate::store::{CalendarKey, Store};
 use crate::sync::StatusBoard;
@@ -31,6 +32,7 @@ pub struct Api {
     token: Option<Secret>,
     /// Ends pending long-polls at shutdown.
     stop: CancellationToken,
+    metrics: Metrics,
 }
 
 impl Api {
@@ -41,8 +43,10 @@ impl Api {
         calendars: Vec<CalendarKey>,
         token: Option<Secret>,
         stop: CancellationToken,
+        metrics: Metrics,
     ) -> Self {
         Api {
+            metrics,
             store,
             feed,
             board,
@@ -68,7 +72,8 @@ impl Api {
                 Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
             },
             (&Method::GET, "/v1/calendars") => self.calendars(),
-            (_, "/healthz" | "/v1/changes" | "/v1/calendars") => {
+            (&Method::GET, "/metrics") => self.metrics(),
+            (_, "/healthz" | "/v1/changes" | "/v1/calendars" | "/metrics") => {
                 http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
             (_, path) => http::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
@@ -125,6 +130,52 @@ impl Api {
                 &format!("cannot read the feed: {e}"),
             ),
         }
+    }
+
+    /// Prometheus scrape: gauges that depend on time or the store are
+    /// filled now, then everything is rendered.
+    fn metrics(&self) -> Response {
+        let now = chrono::Utc::now();
+        let keys = self.calendars.read().map(|k| k.clone()).unwrap_or_default();
+        let channels = self.store.channels().unwrap_or_default();
+        for key in &keys {
+            let labels = CalendarLabels {
+                account: key.account.clone(),
+                calendar: key.calendar_id.clone(),
+            };
+            if let Some(last) = self.store.calendar(key).ok().and_then(|s| s.last_sync_at) {
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&last) {
+                    let lag = (now - t.with_timezone(&chrono::Utc))
+                        .num_milliseconds()
+                        .max(0) as f64
+                        / 1000.0;
+                    self.metrics.sync_lag.get_or_create(&labels).set(lag);
+                }
+            }
+            let expiry = channels
+                .iter()
+                .filter(|c| &c.calendar == key && c.state == crate::store::ChannelState::Active)
+                .filter_map(|c| c.expiration_ms)
+                .max();
+            if let Some(ms) = expiry {
+                self.metrics
+                    .channel_expiry
+                    .get_or_create(&labels)
+                    .set(ms as f64 / 1000.0);
+            }
+        }
+        self.metrics.feed_head.set(self.feed.head() as i64);
+        self.metrics
+            .store_bytes
+            .set(self.store.size_on_disk().unwrap_or(0) as i64);
+        let mut resp = http::json_text(StatusCode::OK, self.metrics.render());
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+        );
+        resp
     }
 
     fn calendars(&self) -> Response {

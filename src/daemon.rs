@@ -20,6 +20,7 @@ use crate::feed::Feed;
 use crate::hook::Hook;
 use crate::http::{self, DRAIN_LIMIT};
 use crate::logging::LogHandle;
+use crate::metrics::Metrics;
 use crate::notify;
 use crate::store::{Store, StoreError};
 use crate::sync::StatusBoard;
@@ -94,9 +95,11 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let tracker = TaskTracker::new();
-    let feed = Feed::start(store.clone(), stop.clone(), &tracker)?;
+    let metrics = Metrics::new();
+    let feed = Feed::start(store.clone(), stop.clone(), &tracker, metrics.clone())?;
     let board = StatusBoard::default();
-    let calendars = accounts::start(&config, &store, &feed, &board, &tracker, &stop).await;
+    let calendars =
+        accounts::start(&config, &store, &feed, &board, &tracker, &stop, &metrics).await;
     tracing::info!(
         calendars = calendars.triggers.len(),
         accounts = calendars.clients.len(),
@@ -110,6 +113,7 @@ pub async fn run(
         calendars.triggers.keys().cloned().collect(),
         config.api.token.clone(),
         stop.clone(),
+        metrics.clone(),
     );
     let index = ChannelIndex::default();
     let (channel_tx, channel_rx) = mpsc::channel(1024);
@@ -119,6 +123,7 @@ pub async fn run(
         index.clone(),
         calendars.triggers.clone(),
         ChannelsHandle::new(channel_tx.clone()),
+        metrics.clone(),
     );
     let scheduler = Scheduler {
         store: store.clone(),
@@ -132,6 +137,7 @@ pub async fn run(
         rx: channel_rx,
         tx: channel_tx,
         stop: stop.clone(),
+        metrics,
     };
     tracker.spawn(scheduler.run());
     let (config_tx, _config_rx) = watch::channel(Arc::new(config));

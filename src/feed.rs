@@ -6,7 +6,8 @@
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{PageWrite, Store, StoreError};
+use crate::metrics::{KindLabels, Metrics};
+use crate::store::{ChangeKind, PageWrite, Store, StoreError};
 
 /// Sends pages to the writer and watches the head of the feed.
 #[derive(Clone)]
@@ -22,11 +23,12 @@ impl Feed {
         store: Store,
         stop: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
+        metrics: Metrics,
     ) -> Result<Feed, StoreError> {
         let last = store.last_seq()?;
         let (head_tx, head) = watch::channel(last);
         let (tx, rx) = mpsc::channel(16);
-        tracker.spawn(write_loop(store, rx, head_tx, last + 1, stop));
+        tracker.spawn(write_loop(store, rx, head_tx, last + 1, stop, metrics));
         Ok(Feed { tx, head })
     }
 
@@ -60,6 +62,7 @@ async fn write_loop(
     head: watch::Sender<u64>,
     mut next: u64,
     stop: CancellationToken,
+    metrics: Metrics,
 ) {
     loop {
         let (mut page, reply) = tokio::select! {
@@ -71,11 +74,24 @@ async fn write_loop(
             change.seq = next;
             next += 1;
         }
+        let kinds: Vec<ChangeKind> = page.changes.iter().map(|c| c.change).collect();
         let result = write(&store, page).await;
         if result.is_err() {
             next = first; // nothing was written; the seqs are free again
         } else if next != first {
             head.send_replace(next - 1);
+            metrics.feed_head.set((next - 1) as i64);
+            for kind in kinds {
+                let kind = match kind {
+                    ChangeKind::Created => "created",
+                    ChangeKind::Updated => "updated",
+                    ChangeKind::Deleted => "deleted",
+                };
+                metrics
+                    .change_records
+                    .get_or_create(&KindLabels { kind })
+                    .inc();
+            }
         }
         // The engine may have stopped waiting (shutdown); the page is durable either way.
         let _ = reply.send(result);

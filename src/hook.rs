@@ -7,7 +7,6 @@
 //! Google, never writes events.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use hyper::{HeaderMap, Method, Request, StatusCode};
 
 use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle};
 use crate::http::{self, Response};
+use crate::metrics::Metrics;
 use crate::store::CalendarKey;
 use crate::sync::Trigger;
 
@@ -24,16 +24,6 @@ use crate::sync::Trigger;
 const MAX_REMEMBERED_UNKNOWN: usize = 10_000;
 /// Time a client has to send a (small) body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Pings by outcome, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct HookCounters {
-    pub ok: AtomicU64,
-    pub sync: AtomicU64,
-    pub unknown: AtomicU64,
-    pub forbidden: AtomicU64,
-    pub bad: AtomicU64,
-}
 
 /// The hook's routes and what they check against.
 #[derive(Clone)]
@@ -45,7 +35,7 @@ pub struct Hook {
     triggers: Arc<BTreeMap<CalendarKey, Trigger>>,
     channels: ChannelsHandle,
     unknown_seen: Arc<Mutex<HashSet<String>>>,
-    pub counters: Arc<HookCounters>,
+    metrics: Metrics,
 }
 
 impl Hook {
@@ -55,6 +45,7 @@ impl Hook {
         index: ChannelIndex,
         triggers: BTreeMap<CalendarKey, Trigger>,
         channels: ChannelsHandle,
+        metrics: Metrics,
     ) -> Self {
         Hook {
             path: path.to_string(),
@@ -63,7 +54,7 @@ impl Hook {
             triggers: Arc::new(triggers),
             channels,
             unknown_seen: Arc::default(),
-            counters: Arc::default(),
+            metrics,
         }
     }
 
@@ -103,25 +94,25 @@ impl Hook {
             return self.bad(StatusCode::BAD_REQUEST);
         };
         let Some(entry) = self.index.get(id) else {
-            return self.unknown(id, header(h, "x-goog-resource-id"));
+            return self.unknown(id, state, header(h, "x-goog-resource-id"));
         };
         let token = header(h, "x-goog-channel-token").unwrap_or("");
         if !entry.token.ct_eq(token.as_bytes()) {
-            self.counters.forbidden.fetch_add(1, Ordering::Relaxed);
+            self.metrics.ping(state, "forbidden");
             tracing::debug!(channel = %id, "ping with a wrong or missing token");
             return http::empty(StatusCode::UNAUTHORIZED);
         }
         match state {
             "sync" => {
-                self.counters.sync.fetch_add(1, Ordering::Relaxed);
+                self.metrics.ping(state, "sync");
                 self.channels.send(ChannelMsg::Confirmed(id.to_string()));
             }
             "exists" | "not_exists" => match self.triggers.get(&entry.calendar) {
                 Some(trigger) => {
-                    self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.ping(state, "ok");
                     trigger.poke();
                 }
-                None => return self.unknown(id, None),
+                None => return self.unknown(id, state, None),
             },
             _ => return self.bad(StatusCode::BAD_REQUEST),
         }
@@ -130,8 +121,8 @@ impl Hook {
 
     /// 404, logged once per channel id; an orphan of a collection we know
     /// is stopped (once) by the scheduler.
-    fn unknown(&self, id: &str, resource_id: Option<&str>) -> Response {
-        self.counters.unknown.fetch_add(1, Ordering::Relaxed);
+    fn unknown(&self, id: &str, state: &str, resource_id: Option<&str>) -> Response {
+        self.metrics.ping(state, "unknown");
         let first = self.unknown_seen.lock().is_ok_and(|mut seen| {
             seen.len() < MAX_REMEMBERED_UNKNOWN && seen.insert(id.to_string())
         });
@@ -148,7 +139,7 @@ impl Hook {
     }
 
     fn bad(&self, status: StatusCode) -> Response {
-        self.counters.bad.fetch_add(1, Ordering::Relaxed);
+        self.metrics.ping("other", "bad");
         http::empty(status)
     }
 }

@@ -27,6 +27,7 @@ pub mod google;
 pub mod hook;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod secret;
 pub mod status;

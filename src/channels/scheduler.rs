@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
 use crate::google::{GoogleClient, GoogleError};
+use crate::metrics::Metrics;
 use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
 use crate::sync::Trigger;
 
@@ -31,6 +32,7 @@ pub struct Scheduler {
     pub rx: mpsc::Receiver<ChannelMsg>,
     pub tx: mpsc::Sender<ChannelMsg>,
     pub stop: CancellationToken,
+    pub metrics: Metrics,
 }
 
 /// Why creating a channel failed.
@@ -192,6 +194,7 @@ impl Scheduler {
         {
             let old: Vec<ChannelRecord> = live.into_iter().cloned().collect();
             if self.create(key).await? {
+                self.metrics.channel_renewals.inc();
                 for mut o in old {
                     o.state = ChannelState::Stopping;
                     self.store.put_channel(&o)?;
@@ -273,6 +276,7 @@ impl Scheduler {
                 Ok(false)
             }
             Err(e) => {
+                self.metrics.channel_failures.inc();
                 self.forget(&rec.id)?;
                 Err(e.into())
             }
@@ -297,6 +301,7 @@ impl Scheduler {
                 tracing::info!(account = %ch.calendar.account, calendar = %ch.calendar.calendar_id, channel = %ch.id, "channel stopped");
             }
             Err(e) => {
+                self.metrics.channel_failures.inc();
                 tracing::warn!(channel = %ch.id, error = %e, "channels.stop failed; retrying at the next check")
             }
         }

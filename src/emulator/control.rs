@@ -211,6 +211,11 @@ impl Control {
         self.lock().channel_list()
     }
 
+    /// The token a client gave a channel (what Google echoes in pings).
+    pub fn channel_token(&self, id: &str) -> Option<String> {
+        self.lock().channels.get(id).and_then(|c| c.token.clone())
+    }
+
     /// Lets the built-in service account impersonate `subject` (`*`: anyone).
     pub fn allow_subject(&self, service_account: &str, subject: &str) -> Result<(), ApiError> {
         let mut w = self.lock();

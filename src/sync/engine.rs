@@ -13,6 +13,7 @@ use super::pass::PassError;
 use super::{jitter, retry_delay, StatusBoard, SyncSettings, Trigger};
 use crate::feed::Feed;
 use crate::google::{GoogleClient, GoogleError};
+use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
 use crate::store::{CalendarKey, Store};
 
 /// After a non-transient failure (bad request, auth refused), wait this
@@ -30,6 +31,7 @@ pub struct Engine {
     pub(super) stop: CancellationToken,
     trigger: Trigger,
     permits: Arc<Semaphore>,
+    pub(super) metrics: Metrics,
 }
 
 impl Engine {
@@ -44,8 +46,10 @@ impl Engine {
         trigger: Trigger,
         permits: Arc<Semaphore>,
         stop: CancellationToken,
+        metrics: Metrics,
     ) -> Self {
         Engine {
+            metrics,
             key,
             google,
             store,
@@ -87,6 +91,12 @@ impl Engine {
             drop(permit);
             match result {
                 Ok(stats) => {
+                    self.count_pass(stats.kind, "ok");
+                    let labels = self.labels();
+                    self.metrics
+                        .last_success
+                        .get_or_create(&labels)
+                        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                     failures = 0;
                     not_before = Instant::now();
                     next_poll = Instant::now() + jitter(self.settings.poll_interval, 0.25);
@@ -104,6 +114,15 @@ impl Engine {
                 }
                 Err(PassError::Stopped) => return,
                 Err(e) => {
+                    self.count_pass("any", "error");
+                    if let PassError::Google(g) = &e {
+                        self.metrics
+                            .google_errors
+                            .get_or_create(&ReasonLabels {
+                                reason: g.reason().to_string(),
+                            })
+                            .inc();
+                    }
                     failures += 1;
                     let delay = match &e {
                         PassError::Google(g) if g.is_transient() => {
@@ -126,6 +145,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    pub(super) fn labels(&self) -> CalendarLabels {
+        CalendarLabels {
+            account: self.key.account.clone(),
+            calendar: self.key.calendar_id.clone(),
+        }
+    }
+
+    fn count_pass(&self, kind: &'static str, result: &'static str) {
+        let labels = PassLabels {
+            account: self.key.account.clone(),
+            calendar: self.key.calendar_id.clone(),
+            kind,
+            result,
+        };
+        self.metrics.sync_passes.get_or_create(&labels).inc();
     }
 
     fn record_error(&self, message: &str) {

@@ -168,8 +168,22 @@ impl Engine {
                 r = self.google.events_list(&self.key.calendar_id, params) => r,
             };
             match result {
-                Ok(page) => return Ok(page),
+                Ok(page) => {
+                    let labels = self.labels();
+                    self.metrics.list_calls.get_or_create(&labels).inc();
+                    self.metrics
+                        .list_items
+                        .get_or_create(&labels)
+                        .inc_by(page.items.len() as u64);
+                    return Ok(page);
+                }
                 Err(e) if e.is_transient() => {
+                    self.metrics
+                        .google_errors
+                        .get_or_create(&crate::metrics::ReasonLabels {
+                            reason: e.reason().to_string(),
+                        })
+                        .inc();
                     attempt += 1;
                     let retry_after = match &e {
                         GoogleError::RateLimited { retry_after, .. } => *retry_after,

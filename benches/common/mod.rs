@@ -1,0 +1,174 @@
+//! Shared by the bench binaries: an emulator, a daemon configured through a
+//! real config file, and a feed reader.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gcal_syncd::config::Config;
+use gcal_syncd::daemon::{self, Control, Listeners};
+use gcal_syncd::emulator::{Emulator, Options};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub async fn emulator() -> Emulator {
+    gcal_syncd::tls::ensure_provider();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    Emulator::start(
+        l,
+        Options {
+            allow_http: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("emulator")
+}
+
+pub fn event(i: usize) -> Value {
+    json!({
+        "summary": format!("event {i}"),
+        "description": "a typical event body with a few fields",
+        "location": "Room 4",
+        "start": {"dateTime": format!("2026-12-{:02}T{:02}:00:00Z", 1 + i % 28, i % 24)},
+        "end": {"dateTime": format!("2026-12-{:02}T{:02}:30:00Z", 1 + i % 28, i % 24)},
+    })
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gcal-syncd-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes sa.json and config.toml; returns the config path.
+pub fn write_config(
+    dir: &std::path::Path,
+    emu: &Emulator,
+    hook: &str,
+    api: &str,
+    debounce: &str,
+) -> PathBuf {
+    std::fs::write(dir.join("sa.json"), emu.service_account_json()).expect("sa");
+    let text = format!(
+        r#"log_level = "error"
+[google]
+api_base_url = "{root}"
+[hook]
+listen = "{hook}"
+public_url = "http://{hook}/gcal/notify"
+[api]
+listen = "{api}"
+[store]
+path = "store"
+[sync]
+poll_interval = "1h"
+debounce = "{debounce}"
+[[accounts]]
+name = "bench"
+credentials_file = "sa.json"
+calendars = ["primary"]
+"#,
+        root = emu.api_root()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// A daemon running in this process.
+pub struct InProcess {
+    pub api: String,
+    pub hook: String,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+pub async fn daemon(dir: &std::path::Path, emu: &Emulator, debounce: &str) -> InProcess {
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (h, a) = (
+        hook.local_addr().expect("addr").to_string(),
+        api.local_addr().expect("addr").to_string(),
+    );
+    let path = write_config(dir, emu, &h, &a, debounce);
+    let cfg = Config::load(&path).expect("config");
+    let stop = CancellationToken::new();
+    let (tx, rx) = mpsc::channel::<Control>(1);
+    let log = gcal_syncd::logging::init("error");
+    let s = stop.clone();
+    let task = tokio::spawn(async move {
+        let _keep = tx;
+        daemon::run(cfg, Listeners { hook, api }, rx, s, log)
+            .await
+            .expect("daemon");
+    });
+    InProcess {
+        api: a,
+        hook: h,
+        stop,
+        task,
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+/// The calendar entry of /v1/calendars.
+pub async fn calendar(http: &reqwest::Client, api: &str) -> Value {
+    match http.get(format!("http://{api}/v1/calendars")).send().await {
+        Ok(r) => r.json::<Value>().await.unwrap_or_default()["calendars"][0].clone(),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Long-polls until at least `n` records exist after `after`; returns them.
+pub async fn wait_records(http: &reqwest::Client, api: &str, after: u64, n: usize) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::new();
+    let mut cursor = after;
+    while got.len() < n {
+        let url = format!("http://{api}/v1/changes?after={cursor}&limit=10000&wait=30");
+        let body: Value = http
+            .get(url)
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("json");
+        let batch = body["changes"].as_array().cloned().unwrap_or_default();
+        cursor = body["next"].as_u64().unwrap_or(cursor);
+        got.extend(batch);
+    }
+    got
+}
+
+pub async fn wait_channel(http: &reqwest::Client, api: &str) {
+    for _ in 0..3000 {
+        if calendar(http, api).await["channel"]["confirmed"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no channel");
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}

@@ -1,0 +1,227 @@
+//! Prometheus metrics (OpenMetrics text on `GET /metrics`), one registry per
+//! daemon. Names start with `gcal_syncd_` and carry their unit; the only
+//! labels are bounded by the configuration (account, calendar) or by code
+//! (state, outcome, kind, reason). A leaf module: it imports no other.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PingLabels {
+    pub state: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    pub account: String,
+    pub calendar: String,
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CalendarLabels {
+    pub account: String,
+    pub calendar: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric of one daemon. Cheap to clone (all handles are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub pings: Family<PingLabels, Counter>,
+    pub sync_passes: Family<PassLabels, Counter>,
+    pub list_calls: Family<CalendarLabels, Counter>,
+    pub list_items: Family<CalendarLabels, Counter>,
+    pub change_records: Family<KindLabels, Counter>,
+    pub google_errors: Family<ReasonLabels, Counter>,
+    pub channel_renewals: Counter,
+    pub channel_failures: Counter,
+    pub last_success: Family<CalendarLabels, FloatGauge>,
+    pub sync_lag: Family<CalendarLabels, FloatGauge>,
+    pub channel_expiry: Family<CalendarLabels, FloatGauge>,
+    pub feed_head: Gauge,
+    pub store_bytes: Gauge,
+    pub resident_bytes: Gauge,
+    pub cpu_seconds: FloatGauge,
+    pub start_time: FloatGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("gcal_syncd");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            pings: Family::default(),
+            sync_passes: Family::default(),
+            list_calls: Family::default(),
+            list_items: Family::default(),
+            change_records: Family::default(),
+            google_errors: Family::default(),
+            channel_renewals: Counter::default(),
+            channel_failures: Counter::default(),
+            last_success: Family::default(),
+            sync_lag: Family::default(),
+            channel_expiry: Family::default(),
+            feed_head: Gauge::default(),
+            store_bytes: Gauge::default(),
+            resident_bytes: Gauge::default(),
+            cpu_seconds: FloatGauge::default(),
+            start_time: FloatGauge::default(),
+        };
+        r.register("pings_received", "Push notifications received, by resource state and outcome (ok, sync, unknown, forbidden, bad)", m.pings.clone());
+        r.register(
+            "sync_passes",
+            "Sync passes by calendar, kind (full, incremental, resync) and result",
+            m.sync_passes.clone(),
+        );
+        r.register(
+            "events_list_calls",
+            "events.list calls made",
+            m.list_calls.clone(),
+        );
+        r.register(
+            "events_list_items",
+            "Items returned by events.list",
+            m.list_items.clone(),
+        );
+        r.register(
+            "change_records",
+            "Change records written to the feed, by kind",
+            m.change_records.clone(),
+        );
+        r.register(
+            "google_errors",
+            "Errors from Google, by reason",
+            m.google_errors.clone(),
+        );
+        r.register(
+            "channel_renewals",
+            "Watch channels created to replace an expiring one",
+            m.channel_renewals.clone(),
+        );
+        r.register(
+            "channel_failures",
+            "Failed events.watch or channels.stop calls",
+            m.channel_failures.clone(),
+        );
+        r.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful sync pass",
+            m.last_success.clone(),
+        );
+        r.register(
+            "sync_lag_seconds",
+            "Seconds since the last successful sync pass",
+            m.sync_lag.clone(),
+        );
+        r.register(
+            "channel_expiry_timestamp_seconds",
+            "Unix time the calendar's live channel expires",
+            m.channel_expiry.clone(),
+        );
+        r.register(
+            "feed_head_seq",
+            "Highest seq in the change feed",
+            m.feed_head.clone(),
+        );
+        r.register(
+            "store_size_bytes",
+            "Size of the store on disk",
+            m.store_bytes.clone(),
+        );
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the daemon",
+            m.resident_bytes.clone(),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "CPU time used by the daemon (user + system)",
+            m.cpu_seconds.clone(),
+        );
+        r.register(
+            "process_start_time_seconds",
+            "Unix time the daemon started",
+            m.start_time.clone(),
+        );
+        m.start_time
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        Metrics {
+            registry: Arc::new(r),
+            ..m
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        read_process(self);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn ping(&self, state: &str, outcome: &'static str) {
+        // Unknown states are folded into one label value (bounded cardinality).
+        let state = match state {
+            "sync" | "exists" | "not_exists" => state.to_string(),
+            _ => "other".to_string(),
+        };
+        self.pings
+            .get_or_create(&PingLabels { state, outcome })
+            .inc();
+    }
+}
+
+/// Resident memory and CPU time from /proc/self (Linux).
+fn read_process(m: &Metrics) {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        {
+            m.resident_bytes.set(kb * 1024);
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may contain spaces).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are fields 14 and 15 of stat, 11 and 12 after ')'.
+        m.cpu_seconds.set((ticks(11) + ticks(12)) / 100.0);
+    }
+}

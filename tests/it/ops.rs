@@ -1,0 +1,206 @@
+//! Operating it: /metrics parses as Prometheus text and moves with the
+//! work done; `gcal-syncd status` against a running daemon and against none.
+
+use std::process::Command;
+use std::time::Duration;
+
+use gcal_syncd::emulator::Edit;
+
+use crate::emu::{self, event};
+use crate::harness::{last_seq, Harness, Setup, CAL};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn scrape(h: &Harness) -> prometheus_parse::Scrape {
+    let text = emu::http()
+        .get(format!("http://{}/metrics", h.api))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    // OpenMetrics ends with "# EOF", which the classic parser does not know.
+    let lines = text
+        .lines()
+        .filter(|l| *l != "# EOF")
+        .map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("the scrape parses as Prometheus text")
+}
+
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
+    let h = Harness::start("metrics", Setup::default()).await;
+    emu::wait_until_async("a confirmed channel", WAIT, || async {
+        (h.calendar().await["channel"]["confirmed"] == true).then_some(())
+    })
+    .await;
+    let before = scrape(&h).await;
+    for i in 0..5 {
+        h.emu
+            .edit(CAL, Edit::Insert(event(&format!("m{i}"), 3)), true)
+            .await
+            .expect("insert");
+    }
+    let changes = h.wait_changes("5 created", 0, WAIT, |c| c.len() >= 5).await;
+    h.wait_idle_with_token(WAIT).await;
+    let after = scrape(&h).await;
+    let cal = [("account", "emu"), ("calendar", "primary")];
+    assert!(
+        value(
+            &after,
+            "gcal_syncd_pings_received_total",
+            &[("state", "exists"), ("outcome", "ok")]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &after,
+            "gcal_syncd_pings_received_total",
+            &[("state", "sync"), ("outcome", "sync")]
+        ) >= 1.0
+    );
+    assert!(
+        value(&after, "gcal_syncd_events_list_calls_total", &cal)
+            > value(&before, "gcal_syncd_events_list_calls_total", &cal)
+    );
+    assert!(value(&after, "gcal_syncd_events_list_items_total", &cal) >= 5.0);
+    assert_eq!(
+        value(
+            &after,
+            "gcal_syncd_change_records_total",
+            &[("kind", "created")]
+        ),
+        changes.len() as f64
+    );
+    assert_eq!(
+        value(&after, "gcal_syncd_feed_head_seq", &[]),
+        last_seq(&changes) as f64
+    );
+    assert!(
+        value(
+            &after,
+            "gcal_syncd_sync_passes_total",
+            &[("account", "emu"), ("result", "ok")]
+        ) >= 1.0
+    );
+    assert!(value(&after, "gcal_syncd_last_success_timestamp_seconds", &cal) > 1.7e9);
+    assert!(value(&after, "gcal_syncd_channel_expiry_timestamp_seconds", &cal) > 1.7e9);
+    assert!(value(&after, "gcal_syncd_store_size_bytes", &[]) > 0.0);
+    assert!(value(&after, "gcal_syncd_process_resident_memory_bytes", &[]) > 0.0);
+    // A forged ping moves the forbidden/unknown counters, not the ok one.
+    let ok_before = value(
+        &after,
+        "gcal_syncd_pings_received_total",
+        &[("outcome", "ok")],
+    );
+    let r = emu::http()
+        .post(format!("http://{}/gcal/notify", h.hook))
+        .header("X-Goog-Channel-ID", "nope")
+        .header("X-Goog-Resource-State", "exists")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 404);
+    let last = scrape(&h).await;
+    assert_eq!(
+        value(
+            &last,
+            "gcal_syncd_pings_received_total",
+            &[("outcome", "unknown")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &last,
+            "gcal_syncd_pings_received_total",
+            &[("outcome", "ok")]
+        ),
+        ok_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_prints_a_table_and_json_and_fails_clearly_without_a_daemon() {
+    let h = Harness::start("status", Setup::default()).await;
+    h.wait_idle_with_token(WAIT).await;
+    // The harness's file says port 0; status needs the real address.
+    let text = std::fs::read_to_string(h.config_path())
+        .expect("config")
+        .replace(
+            "listen = \"127.0.0.1:0\"\n[store]",
+            &format!("listen = \"{}\"\n[store]", h.api),
+        );
+    let cfg = h.dir.write("status.toml", &text);
+    let bin = crate::support::bin();
+    let out = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || {
+            Command::new(bin)
+                .args(["status", "--config"])
+                .arg(&cfg)
+                .output()
+        }
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ACCOUNT") && lines[0].contains("CHANNEL EXPIRES IN"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("emu") && lines[1].contains("primary") && lines[1].contains("idle"),
+        "{table}"
+    );
+    let json = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || {
+            Command::new(bin)
+                .args(["status", "--json", "--config"])
+                .arg(&cfg)
+                .output()
+        }
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    let body: serde_json::Value =
+        serde_json::from_slice(&json.stdout).expect("status --json is JSON");
+    assert_eq!(body["calendars"][0]["calendar_id"], "primary");
+
+    let dead = text.replace(&h.api, "127.0.0.1:9");
+    let dead_cfg = h.dir.write("dead.toml", &dead);
+    let out = Command::new(bin)
+        .args(["status", "--config"])
+        .arg(&dead_cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach gcal-syncd at 127.0.0.1:9"),
+        "{err}"
+    );
+}
