@@ -1,82 +1,186 @@
-//! Starts the sync side of the daemon from the configuration: one Google
+//! The running calendars and the code that starts and stops them. One Google
 //! client per account (authenticator + rate limiter), one engine per
-//! calendar, all on the daemon's task tracker. Returns the calendars and
-//! their triggers, which the hook and the channel scheduler poke.
+//! calendar on the daemon's task tracker. [`Calendars`] is the registry the
+//! hook, the API and the channel scheduler read; only [`Starter`] (driven by
+//! the daemon at start and on SIGHUP) changes it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Account, CalendarSelection, Config};
+use crate::config::{Account, CalendarSelection, Config, OnCalendarRemoved};
 use crate::feed::Feed;
 use crate::google::{Authenticator, GoogleClient, SCOPE_READONLY, SCOPE_READWRITE};
 use crate::metrics::Metrics;
 use crate::store::{CalendarKey, Store};
 use crate::sync::{Engine, StatusBoard, SyncSettings, Trigger};
 
-/// The running calendars.
-pub struct Calendars {
-    /// Every configured calendar with the trigger of its engine.
-    pub triggers: BTreeMap<CalendarKey, Trigger>,
-    /// The Google client of each account.
-    pub clients: BTreeMap<String, Arc<GoogleClient>>,
+#[derive(Default)]
+struct Inner {
+    triggers: BTreeMap<CalendarKey, Trigger>,
+    /// Cancels one engine (a child of the daemon's stop token).
+    stops: BTreeMap<CalendarKey, CancellationToken>,
+    clients: BTreeMap<String, Arc<GoogleClient>>,
 }
 
-/// Builds clients and spawns an engine per calendar.
-pub async fn start(
-    cfg: &Config,
-    store: &Store,
-    feed: &Feed,
-    board: &StatusBoard,
-    tracker: &TaskTracker,
-    stop: &CancellationToken,
-    metrics: &Metrics,
-) -> Calendars {
-    let settings = SyncSettings {
-        page_size: cfg.sync.page_size,
-        single_events: cfg.sync.single_events,
-        poll_interval: cfg.sync.poll_interval,
-        debounce: cfg.sync.debounce,
-        retry_base: cfg.sync.retry_base,
-    };
-    let permits = Arc::new(Semaphore::new(cfg.sync.max_concurrent));
-    let http = GoogleClient::http_client();
-    let mut out = Calendars {
-        triggers: BTreeMap::new(),
-        clients: BTreeMap::new(),
-    };
-    for account in &cfg.accounts {
-        let client = match client(cfg, account, &http).await {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                tracing::error!(account = %account.name, error = %e, "cannot set up the account; its calendars will not sync");
+/// The running calendars. Cheap to clone; reads never wait on Google.
+#[derive(Clone, Default)]
+pub struct Calendars(Arc<RwLock<Inner>>);
+
+impl Calendars {
+    pub fn trigger(&self, key: &CalendarKey) -> Option<Trigger> {
+        self.0.read().ok()?.triggers.get(key).cloned()
+    }
+
+    pub fn keys(&self) -> Vec<CalendarKey> {
+        self.0
+            .read()
+            .map(|i| i.triggers.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn contains(&self, key: &CalendarKey) -> bool {
+        self.0.read().is_ok_and(|i| i.triggers.contains_key(key))
+    }
+
+    pub fn client(&self, account: &str) -> Option<Arc<GoogleClient>> {
+        self.0.read().ok()?.clients.get(account).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().map_or(0, |i| i.triggers.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Everything needed to start an engine.
+pub struct Starter {
+    pub store: Store,
+    pub feed: Feed,
+    pub board: StatusBoard,
+    pub tracker: TaskTracker,
+    pub stop: CancellationToken,
+    pub metrics: Metrics,
+    pub calendars: Calendars,
+    permits: Arc<Semaphore>,
+    http: reqwest::Client,
+}
+
+/// What [`Starter::apply`] changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub added: Vec<CalendarKey>,
+    /// Removed calendars, with what the config said to do with their events.
+    pub removed: Vec<(CalendarKey, OnCalendarRemoved)>,
+}
+
+impl Starter {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: &Config,
+        store: Store,
+        feed: Feed,
+        board: StatusBoard,
+        tracker: TaskTracker,
+        stop: CancellationToken,
+        metrics: Metrics,
+    ) -> Self {
+        Starter {
+            store,
+            feed,
+            board,
+            tracker,
+            stop,
+            metrics,
+            calendars: Calendars::default(),
+            permits: Arc::new(Semaphore::new(cfg.sync.max_concurrent)),
+            http: GoogleClient::http_client(),
+        }
+    }
+
+    /// Makes the running calendars those of `cfg`: starts engines for new
+    /// ones, stops the engines of removed ones. `old` is the configuration
+    /// being replaced (None at start), for `on_calendar_removed`.
+    pub async fn apply(&self, cfg: &Config, old: Option<&Config>) -> Applied {
+        let settings = SyncSettings {
+            page_size: cfg.sync.page_size,
+            single_events: cfg.sync.single_events,
+            poll_interval: cfg.sync.poll_interval,
+            debounce: cfg.sync.debounce,
+            retry_base: cfg.sync.retry_base,
+        };
+        let mut wanted: BTreeMap<CalendarKey, Arc<GoogleClient>> = BTreeMap::new();
+        for account in &cfg.accounts {
+            let client = match self.calendars.client(&account.name) {
+                Some(c) => c,
+                None => match client(cfg, account, &self.http).await {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => {
+                        tracing::error!(account = %account.name, error = %e, "cannot set up the account; its calendars will not sync");
+                        continue;
+                    }
+                },
+            };
+            for id in calendar_ids(account, &client).await {
+                wanted.insert(CalendarKey::new(&account.name, &id), client.clone());
+            }
+            if let Ok(mut inner) = self.calendars.0.write() {
+                inner.clients.insert(account.name.clone(), client);
+            }
+        }
+        let mut applied = Applied::default();
+        for key in self.calendars.keys() {
+            if !wanted.contains_key(&key) {
+                if let Ok(mut inner) = self.calendars.0.write() {
+                    inner.triggers.remove(&key);
+                    if let Some(stop) = inner.stops.remove(&key) {
+                        stop.cancel();
+                    }
+                }
+                self.board.remove(&key);
+                let policy = old
+                    .and_then(|o| o.accounts.iter().find(|a| a.name == key.account))
+                    .map_or(OnCalendarRemoved::EmitDeletes, |a| a.on_calendar_removed);
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, "calendar removed from the configuration");
+                applied.removed.push((key, policy));
+            }
+        }
+        for (key, client) in wanted {
+            if self.calendars.contains(&key) {
                 continue;
             }
-        };
-        for calendar_id in calendar_ids(account, &client).await {
-            let key = CalendarKey::new(&account.name, &calendar_id);
             let trigger = Trigger::default();
+            let stop = self.stop.child_token();
             let engine = Engine::new(
                 key.clone(),
-                client.clone(),
-                store.clone(),
-                feed.clone(),
+                client,
+                self.store.clone(),
+                self.feed.clone(),
                 settings.clone(),
-                board.clone(),
+                self.board.clone(),
                 trigger.clone(),
-                permits.clone(),
+                self.permits.clone(),
                 stop.clone(),
-                metrics.clone(),
+                self.metrics.clone(),
             );
-            tracker.spawn(engine.run());
-            out.triggers.insert(key, trigger);
+            self.tracker.spawn(engine.run());
+            if let Ok(mut inner) = self.calendars.0.write() {
+                inner.triggers.insert(key.clone(), trigger);
+                inner.stops.insert(key.clone(), stop);
+            }
+            if old.is_some() {
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, "calendar added to the configuration");
+            }
+            applied.added.push(key);
         }
-        out.clients.insert(account.name.clone(), client);
+        applied
     }
-    out
 }
 
 async fn client(
@@ -104,7 +208,7 @@ async fn client(
     ))
 }
 
-/// The account's calendars; `"all"` is read from its calendarList once.
+/// The account's calendars; `"all"` is read from its calendarList.
 async fn calendar_ids(account: &Account, client: &GoogleClient) -> Vec<String> {
     match &account.calendars {
         CalendarSelection::List(ids) => ids.clone(),
@@ -130,7 +234,7 @@ async fn calendar_ids(account: &Account, client: &GoogleClient) -> Vec<String> {
                         }
                     }
                     Err(e) => {
-                        tracing::error!(account = %account.name, error = %e, "cannot read the calendar list; following none of its calendars until restart");
+                        tracing::error!(account = %account.name, error = %e, "cannot read the calendar list; following none of its calendars until the next reload");
                         return ids;
                     }
                 }

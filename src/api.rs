@@ -10,6 +10,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::Calendars;
 use crate::feed::Feed;
 use crate::http::{self, Response};
 use crate::metrics::{CalendarLabels, Metrics};
@@ -27,8 +28,8 @@ pub struct Api {
     store: Store,
     feed: Feed,
     board: StatusBoard,
-    /// The configured calendars, in config order.
-    calendars: std::sync::Arc<std::sync::RwLock<Vec<CalendarKey>>>,
+    /// The running calendars.
+    calendars: Calendars,
     token: Option<Secret>,
     /// Ends pending long-polls at shutdown.
     stop: CancellationToken,
@@ -40,7 +41,7 @@ impl Api {
         store: Store,
         feed: Feed,
         board: StatusBoard,
-        calendars: Vec<CalendarKey>,
+        calendars: Calendars,
         token: Option<Secret>,
         stop: CancellationToken,
         metrics: Metrics,
@@ -50,7 +51,7 @@ impl Api {
             store,
             feed,
             board,
-            calendars: std::sync::Arc::new(std::sync::RwLock::new(calendars)),
+            calendars,
             token,
             stop,
         }
@@ -136,7 +137,7 @@ impl Api {
     /// filled now, then everything is rendered.
     fn metrics(&self) -> Response {
         let now = chrono::Utc::now();
-        let keys = self.calendars.read().map(|k| k.clone()).unwrap_or_default();
+        let keys = self.calendars.keys();
         let channels = self.store.channels().unwrap_or_default();
         for key in &keys {
             let labels = CalendarLabels {
@@ -179,7 +180,7 @@ impl Api {
     }
 
     fn calendars(&self) -> Response {
-        let keys = self.calendars.read().map(|k| k.clone()).unwrap_or_default();
+        let keys = self.calendars.keys();
         let channels = match self.store.channels() {
             Ok(c) => c,
             Err(e) => {

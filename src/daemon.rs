@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts;
+use crate::accounts::Starter;
 use crate::api::Api;
-use crate::channels::{ChannelIndex, ChannelsHandle, Scheduler};
-use crate::config::Config;
+use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle, Scheduler};
+use crate::config::{Config, OnCalendarRemoved};
 use crate::feed::Feed;
 use crate::hook::Hook;
 use crate::http::{self, DRAIN_LIMIT};
@@ -98,11 +98,19 @@ pub async fn run(
     let metrics = Metrics::new();
     let feed = Feed::start(store.clone(), stop.clone(), &tracker, metrics.clone())?;
     let board = StatusBoard::default();
-    let calendars =
-        accounts::start(&config, &store, &feed, &board, &tracker, &stop, &metrics).await;
+    let starter = Starter::new(
+        &config,
+        store.clone(),
+        feed.clone(),
+        board.clone(),
+        tracker.clone(),
+        stop.clone(),
+        metrics.clone(),
+    );
+    starter.apply(&config, None).await;
+    let calendars = starter.calendars.clone();
     tracing::info!(
-        calendars = calendars.triggers.len(),
-        accounts = calendars.clients.len(),
+        calendars = calendars.len(),
         feed_head = feed.head(),
         "sync engines started"
     );
@@ -110,7 +118,7 @@ pub async fn run(
         store.clone(),
         feed,
         board,
-        calendars.triggers.keys().cloned().collect(),
+        calendars.clone(),
         config.api.token.clone(),
         stop.clone(),
         metrics.clone(),
@@ -121,21 +129,20 @@ pub async fn run(
         config.hook.public_url.path(),
         config.hook.max_body_bytes,
         index.clone(),
-        calendars.triggers.clone(),
+        calendars.clone(),
         ChannelsHandle::new(channel_tx.clone()),
         metrics.clone(),
     );
     let scheduler = Scheduler {
         store: store.clone(),
         index,
-        clients: calendars.clients.clone(),
-        triggers: calendars.triggers.clone(),
+        calendars,
         address: config.hook.public_url.to_string(),
         ttl: config.channels.ttl,
         renew_before: config.channels.renew_before,
         schedule: config.channels.check_schedule.clone(),
         rx: channel_rx,
-        tx: channel_tx,
+        tx: channel_tx.clone(),
         stop: stop.clone(),
         metrics,
     };
@@ -153,7 +160,7 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => break,
             msg = control.recv() => match msg {
-                Some(Control::Reload) => reload(&config_tx, &log),
+                Some(Control::Reload) => reload(&config_tx, &log, &starter, &channel_tx).await,
                 None => break,
             },
         }
@@ -205,8 +212,17 @@ fn spawn_servers(
     ));
 }
 
-/// Re-reads the configuration file; a bad one is logged and ignored.
-fn reload(current: &watch::Sender<Arc<Config>>, log: &LogHandle) {
+/// Re-reads the configuration file and applies it: calendars added get an
+/// engine (then a channel and a full sync), removed ones are stopped, their
+/// channels stopped and, unless the account says `keep`, a final `deleted`
+/// record is written for each of their events. A bad file is logged and the
+/// running configuration kept.
+async fn reload(
+    current: &watch::Sender<Arc<Config>>,
+    log: &LogHandle,
+    starter: &Starter,
+    channels: &mpsc::Sender<ChannelMsg>,
+) {
     notify::reloading();
     let path = current.borrow().path.clone();
     match Config::load(&path) {
@@ -219,7 +235,26 @@ fn reload(current: &watch::Sender<Arc<Config>>, log: &LogHandle) {
                 );
             }
             log.set_level(&new.log_level);
-            tracing::info!(config = %path.display(), accounts = new.accounts.len(), "configuration reloaded");
+            let applied = starter.apply(&new, Some(&old)).await;
+            for (key, policy) in &applied.removed {
+                if *policy == OnCalendarRemoved::EmitDeletes {
+                    match crate::sync::purge_calendar(&starter.store, &starter.feed, key).await {
+                        Ok(n) => {
+                            tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
+                        }
+                        Err(e) => {
+                            tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
+                        }
+                    }
+                }
+            }
+            if !applied.removed.is_empty() {
+                let _ = channels.try_send(ChannelMsg::Removed);
+            }
+            if !applied.added.is_empty() {
+                let _ = channels.try_send(ChannelMsg::Check);
+            }
+            tracing::info!(config = %path.display(), accounts = new.accounts.len(), added = applied.added.len(), removed = applied.removed.len(), "configuration reloaded");
             current.send_replace(Arc::new(new));
         }
         Err(errors) => {

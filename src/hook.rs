@@ -6,7 +6,7 @@
 //! debounces); `sync` confirms the channel. Answers at once; never calls
 //! Google, never writes events.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,11 +14,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 
+use crate::accounts::Calendars;
 use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle};
 use crate::http::{self, Response};
 use crate::metrics::Metrics;
-use crate::store::CalendarKey;
-use crate::sync::Trigger;
 
 /// Unknown channel ids remembered for log-once (bounded against floods).
 const MAX_REMEMBERED_UNKNOWN: usize = 10_000;
@@ -32,7 +31,7 @@ pub struct Hook {
     path: String,
     max_body: usize,
     index: ChannelIndex,
-    triggers: Arc<BTreeMap<CalendarKey, Trigger>>,
+    calendars: Calendars,
     channels: ChannelsHandle,
     unknown_seen: Arc<Mutex<HashSet<String>>>,
     metrics: Metrics,
@@ -43,7 +42,7 @@ impl Hook {
         path: &str,
         max_body: usize,
         index: ChannelIndex,
-        triggers: BTreeMap<CalendarKey, Trigger>,
+        calendars: Calendars,
         channels: ChannelsHandle,
         metrics: Metrics,
     ) -> Self {
@@ -51,7 +50,7 @@ impl Hook {
             path: path.to_string(),
             max_body,
             index,
-            triggers: Arc::new(triggers),
+            calendars,
             channels,
             unknown_seen: Arc::default(),
             metrics,
@@ -107,7 +106,7 @@ impl Hook {
                 self.metrics.ping(state, "sync");
                 self.channels.send(ChannelMsg::Confirmed(id.to_string()));
             }
-            "exists" | "not_exists" => match self.triggers.get(&entry.calendar) {
+            "exists" | "not_exists" => match self.calendars.trigger(&entry.calendar) {
                 Some(trigger) => {
                     self.metrics.ping(state, "ok");
                     trigger.poke();

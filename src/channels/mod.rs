@@ -76,6 +76,8 @@ pub enum ChannelMsg {
     Confirmed(String),
     /// A ping for a channel id we no longer own, on a collection we know.
     Orphan { id: String, resource_id: String },
+    /// Calendars were removed from the configuration: stop their channels.
+    Removed,
 }
 
 /// Sends to the scheduler without ever blocking the caller (the hook).

@@ -3,8 +3,7 @@
 //! a message, so checks never overlap), and reconciles anyway when the cron
 //! has not fired for two periods (a missed renewal loses pings).
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,17 +12,17 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
-use crate::google::{GoogleClient, GoogleError};
+use crate::accounts::Calendars;
+use crate::google::GoogleError;
 use crate::metrics::Metrics;
 use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
-use crate::sync::Trigger;
 
 /// Owns the channels of every configured calendar.
 pub struct Scheduler {
     pub store: Store,
     pub index: ChannelIndex,
-    pub clients: BTreeMap<String, Arc<GoogleClient>>,
-    pub triggers: BTreeMap<CalendarKey, Trigger>,
+    /// The running calendars (and their Google clients).
+    pub calendars: Calendars,
     /// `hook.public_url`, the address every channel delivers to.
     pub address: String,
     pub ttl: Duration,
@@ -76,6 +75,7 @@ impl Scheduler {
                         self.reconcile_all().await;
                     }
                     Some(ChannelMsg::Confirmed(id)) => self.confirm(&id),
+                    Some(ChannelMsg::Removed) => self.stop_unconfigured().await,
                     Some(ChannelMsg::Orphan { id, resource_id }) => {
                         if orphans_stopped.len() < 10_000 && orphans_stopped.insert(id.clone()) {
                             self.stop_orphan(&id, &resource_id).await;
@@ -126,7 +126,7 @@ impl Scheduler {
         for ch in self.store.channels()? {
             let dead = ch.state == ChannelState::Pending
                 || ch.expiration_ms.is_some_and(|e| e <= now)
-                || !self.triggers.contains_key(&ch.calendar);
+                || !self.calendars.contains(&ch.calendar);
             if dead && ch.state != ChannelState::Stopping {
                 self.store.remove_channel(&ch.id)?;
                 continue;
@@ -144,7 +144,8 @@ impl Scheduler {
     }
 
     async fn reconcile_all(&mut self) {
-        let keys: Vec<CalendarKey> = self.triggers.keys().cloned().collect();
+        self.stop_unconfigured().await;
+        let keys: Vec<CalendarKey> = self.calendars.keys();
         for key in keys {
             if self.stop.is_cancelled() {
                 return;
@@ -181,7 +182,7 @@ impl Scheduler {
             }
             if self.create(key).await? {
                 // Pings were missed while no channel was live.
-                if let Some(t) = self.triggers.get(key) {
+                if let Some(t) = self.calendars.trigger(key) {
                     t.poke();
                 }
             }
@@ -209,7 +210,7 @@ impl Scheduler {
     /// is called, because the `sync` ping can beat the watch response.
     /// Returns false when the calendar turned out to be poll-only.
     async fn create(&mut self, key: &CalendarKey) -> Result<bool, ChannelError> {
-        let Some(client) = self.clients.get(&key.account).cloned() else {
+        let Some(client) = self.calendars.client(&key.account) else {
             return Ok(false);
         };
         let mut rec = ChannelRecord {
@@ -287,7 +288,7 @@ impl Scheduler {
     /// (state Stopping, still in the index) and is retried at the next check.
     async fn stop_channel(&mut self, ch: &ChannelRecord) {
         let (Some(client), Some(rid)) = (
-            self.clients.get(&ch.calendar.account),
+            self.calendars.client(&ch.calendar.account),
             ch.resource_id.as_deref(),
         ) else {
             let _ = self.forget(&ch.id);
@@ -304,6 +305,23 @@ impl Scheduler {
                 self.metrics.channel_failures.inc();
                 tracing::warn!(channel = %ch.id, error = %e, "channels.stop failed; retrying at the next check")
             }
+        }
+    }
+
+    /// Stops the channels of calendars that are no longer configured.
+    async fn stop_unconfigured(&mut self) {
+        let orphaned: Vec<ChannelRecord> = match self.store.channels() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|c| !self.calendars.contains(&c.calendar))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read channels from the store");
+                return;
+            }
+        };
+        for ch in orphaned {
+            self.stop_channel(&ch).await;
         }
     }
 
@@ -335,8 +353,7 @@ impl Scheduler {
             .into_iter()
             .flatten()
             .find(|c| c.resource_id.as_deref() == Some(resource_id));
-        let Some(client) = owner.and_then(|c| self.clients.get(&c.calendar.account).cloned())
-        else {
+        let Some(client) = owner.and_then(|c| self.calendars.client(&c.calendar.account)) else {
             return;
         };
         match client.channels_stop(id, resource_id).await {

@@ -94,6 +94,52 @@ impl StatusBoard {
     }
 }
 
+/// Writes a final `deleted` record for every event of a calendar that left
+/// the configuration, removes its events and forgets its sync token, in one
+/// atomic write. Returns the number of records.
+pub async fn purge_calendar(
+    store: &crate::store::Store,
+    feed: &crate::feed::Feed,
+    key: &CalendarKey,
+) -> Result<usize, crate::store::StoreError> {
+    use crate::store::{CalendarState, ChangeKind, ChangeRecord, PageWrite};
+    let now = engine::now_rfc3339();
+    let mut deletes = Vec::new();
+    let mut changes = Vec::new();
+    for event in store.events(key) {
+        let event = event?;
+        let hidden = event.status.as_deref() == Some("cancelled");
+        deletes.push(event.id.clone());
+        if hidden {
+            continue; // a hidden occurrence was reported when it was hidden
+        }
+        changes.push(ChangeRecord {
+            seq: 0,
+            account: key.account.clone(),
+            calendar_id: key.calendar_id.clone(),
+            event_id: event.id.clone(),
+            change: ChangeKind::Deleted,
+            etag: None,
+            sequence: event.sequence,
+            updated: event.updated.clone(),
+            changed_fields: vec![],
+            event: serde_json::json!({ "kind": "calendar#event", "id": event.id, "status": "cancelled" }),
+            previous: Some(event.body),
+            detected_at: now.clone(),
+        });
+    }
+    let n = changes.len();
+    feed.apply(PageWrite {
+        calendar: key.clone(),
+        upserts: vec![],
+        deletes,
+        changes,
+        state: CalendarState::default(),
+    })
+    .await?;
+    Ok(n)
+}
+
 /// Delay before retrying after failure number `attempt` (1, 2, ...): `base`
 /// doubling up to 5 minutes, +-20% jitter; a longer `Retry-After` from
 /// Google wins. Never gives up: the daemon must outlive outages.

@@ -57,6 +57,10 @@ pub struct Harness {
     daemon: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     http: reqwest::Client,
     setup: Setup,
+    /// What SIGHUP would send to the daemon.
+    control: Option<mpsc::Sender<Control>>,
+    /// The `calendars` list of the account, as TOML.
+    calendars: String,
 }
 
 impl Harness {
@@ -75,6 +79,8 @@ impl Harness {
             daemon: None,
             http: emu::http(),
             setup,
+            control: None,
+            calendars: "\"primary\"".into(),
         };
         h.start_daemon().await;
         h
@@ -104,7 +110,7 @@ retry_base = "50ms"
 [[accounts]]
 name = "emu"
 credentials_file = "sa.json"
-calendars = ["primary"]
+calendars = [{calendars}]
 "#,
             root = self.emu.api_root(),
             page = setup.page_size,
@@ -112,6 +118,7 @@ calendars = ["primary"]
             extra = setup.sync_extra,
             channels = setup.channels,
             debounce = setup.debounce,
+            calendars = self.calendars,
         );
         self.dir.write("config.toml", &text);
     }
@@ -140,17 +147,33 @@ calendars = ["primary"]
         self.api = api.local_addr().expect("addr").to_string();
         let listeners = Listeners { hook, api };
         let stop = CancellationToken::new();
-        let (_tx, rx) = mpsc::channel::<Control>(1);
+        let (tx, rx) = mpsc::channel::<Control>(1);
+        self.control = Some(tx);
         let log = gcal_syncd::logging::init("warn");
         let s = stop.clone();
         let task = tokio::spawn(async move {
-            let _keep = _tx;
             if let Err(e) = daemon::run(cfg, listeners, rx, s, log).await {
                 panic!("daemon failed: {e}");
             }
         });
         self.daemon = Some((stop, task));
         self.wait_healthy().await;
+    }
+
+    /// Rewrites the account's calendar list and reloads, as SIGHUP does.
+    pub async fn set_calendars(&mut self, ids: &[&str]) {
+        self.calendars = ids
+            .iter()
+            .map(|id| format!("{id:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.write_config(&self.setup, &self.hook);
+        self.control
+            .as_ref()
+            .expect("daemon running")
+            .send(Control::Reload)
+            .await
+            .expect("reload");
     }
 
     /// Stops the in-process daemon gracefully and waits for it.

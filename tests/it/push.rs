@@ -413,3 +413,87 @@ async fn a_push_less_calendar_is_polled_and_reported_poll_only() {
         "a push-less calendar sent pings"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_adds_and_removes_calendars_without_a_restart() {
+    let mut h = Harness::start("reload-calendars", Setup::default()).await;
+    let primary = h
+        .emu
+        .edit(CAL, Edit::Insert(event("in primary", 2)), true)
+        .await
+        .expect("insert");
+    let start = h
+        .wait_changes("the primary event", 0, WAIT, |c| !c.is_empty())
+        .await;
+    let team = h
+        .emu
+        .create_calendar(CAL, None, "Team", "Europe/Paris")
+        .expect("calendar");
+    let team_event = h
+        .emu
+        .edit(&team, Edit::Insert(event("in team", 3)), false)
+        .await
+        .expect("insert");
+
+    // Added: a channel and a full sync, without a restart.
+    h.set_calendars(&["primary", &team]).await;
+    let added = h
+        .wait_changes("the team calendar's event", last_seq(&start), WAIT, |c| {
+            c.iter().any(|r| r["calendar_id"] == json!(team))
+        })
+        .await;
+    assert_eq!(added[0]["event_id"], team_event["id"]);
+    let (_, cals) = h.get("/v1/calendars").await;
+    assert_eq!(cals["calendars"].as_array().map(Vec::len), Some(2));
+    emu::wait_until("a channel on the team calendar", WAIT, || {
+        let ch = h.emu.channels();
+        ch["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["resource"]["id"] == json!(team) && c["state"] == "active")
+            .then_some(())
+    })
+    .await;
+    let pinged = h
+        .emu
+        .edit(&team, Edit::Insert(event("pinged in team", 4)), true)
+        .await
+        .expect("insert");
+    h.wait_changes(
+        "a pinged change in the new calendar",
+        last_seq(&added),
+        WAIT,
+        |c| c.iter().any(|r| r["event_id"] == pinged["id"]),
+    )
+    .await;
+
+    // Removed: its channel is stopped and a final deleted record per event.
+    let before = h.changes_after(0).await;
+    h.set_calendars(&[&team]).await;
+    let removed = h
+        .wait_changes("primary's final deletes", last_seq(&before), WAIT, |c| {
+            c.iter().any(|r| r["calendar_id"] == "primary")
+        })
+        .await;
+    assert_eq!(removed.len(), 1, "{}", summary(&removed));
+    assert_eq!(
+        (
+            removed[0]["change"].as_str(),
+            removed[0]["event_id"].clone()
+        ),
+        (Some("deleted"), primary["id"].clone())
+    );
+    emu::wait_until("primary's channel stopped", WAIT, || {
+        let ch = h.emu.channels();
+        (!ch["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["resource"]["id"] == CAL && c["state"] == "active"))
+        .then_some(())
+    })
+    .await;
+    let (_, cals) = h.get("/v1/calendars").await;
+    assert_eq!(cals["calendars"].as_array().map(Vec::len), Some(1));
+}
