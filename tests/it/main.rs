@@ -12,6 +12,7 @@ mod harness;
 mod lifecycle;
 mod ops;
 mod push;
+mod readme;
 mod store;
 mod support;
 mod sync;
