@@ -2,6 +2,8 @@
 //! listing of it over loopback HTTP. Run: `cargo bench --bench emulator`.
 //! Prints a markdown table for BENCHMARKS.md.
 
+mod common;
+
 use std::time::Instant;
 
 use gcal_syncd::emulator::{Emulator, Options, SERVICE_ACCOUNT};
@@ -44,7 +46,7 @@ async fn main() {
         .no_proxy()
         .build()
         .expect("client");
-    let token = token(&emu, &http).await;
+    let token = common::access_token(&emu, &http).await;
     for parse in [false, true] {
         let t = Instant::now();
         let (listed, pages) = list_all(&emu, &http, &token, parse).await;
@@ -108,56 +110,4 @@ async fn list_all(
             None => return (listed, pages),
         }
     }
-}
-
-/// An access token through the real token endpoint (JWT signed with ring).
-async fn token(emu: &Emulator, http: &reqwest::Client) -> String {
-    use base64::Engine;
-    let key: Value = serde_json::from_str(&emu.service_account_json()).expect("key");
-    let pem = key["private_key"].as_str().expect("pem");
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(
-            pem.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<String>(),
-        )
-        .expect("der");
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).expect("key");
-    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let now = chrono::Utc::now().timestamp();
-    let input = format!(
-        "{}.{}",
-        b64(json!({"alg": "RS256", "typ": "JWT"})),
-        b64(
-            json!({"iss": SERVICE_ACCOUNT, "aud": emu.token_uri(), "iat": now, "exp": now + 3600, "scope": "https://www.googleapis.com/auth/calendar.readonly"})
-        )
-    );
-    let mut sig = vec![0; pair.public().modulus_len()];
-    pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .expect("sign");
-    let assertion = format!(
-        "{input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
-    );
-    let body: Value = http
-        .post(emu.token_uri())
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    body["access_token"]
-        .as_str()
-        .expect("access token")
-        .to_string()
 }

@@ -98,16 +98,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo(keep_running: bool) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
+/// The async runtime, or the exit code after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => ExitCode::from(rt.block_on(gcal_syncd::demo::run(keep_running))),
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("cannot start the async runtime: {e}");
             ExitCode::from(1)
-        }
+        })
+}
+
+fn demo(keep_running: bool) -> ExitCode {
+    match runtime() {
+        Ok(rt) => ExitCode::from(rt.block_on(gcal_syncd::demo::run(keep_running))),
+        Err(code) => code,
     }
 }
 
@@ -126,15 +131,9 @@ fn status(path: PathBuf, json: bool) -> ExitCode {
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(gcal_syncd::api::fetch_calendars(
         cfg.api.listen,
@@ -178,15 +177,9 @@ fn run(path: PathBuf) -> ExitCode {
     };
     let log = logging::init(&cfg.log_level);
     gcal_syncd::tls::ensure_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         let listeners = daemon::Listeners::bind(&cfg).await?;
@@ -209,15 +202,9 @@ fn run(path: PathBuf) -> ExitCode {
 fn emulator(listen: std::net::SocketAddr, allow_http: bool, seed: u64) -> ExitCode {
     let _log = logging::init("info");
     gcal_syncd::tls::ensure_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let result: Result<(), String> = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)

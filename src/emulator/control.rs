@@ -95,19 +95,32 @@ impl Control {
         if ping && !lag.is_zero() {
             tokio::time::sleep(lag).await;
         }
+        self.as_owner(calendar, !ping || !lag.is_zero(), |c, ctx| match &edit {
+            Edit::Insert(body) => c.insert(body, ctx),
+            Edit::Patch(id, body) => c.write(id, body, true, None, ctx),
+            Edit::Update(id, body) => c.write(id, body, false, None, ctx),
+            Edit::Delete(id) => c.delete(id, None, ctx),
+        })
+    }
+
+    /// Runs a write on the calendar as its owner; `mute` suppresses pings.
+    fn as_owner<T>(
+        &self,
+        calendar: &str,
+        mute: bool,
+        f: impl FnOnce(
+            &mut super::calendar::Calendar,
+            &mut super::calendar::WriteCtx<'_>,
+        ) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let mut w = self.lock();
         let owner = w
             .calendars
             .get(calendar)
             .map(|c| c.owner.clone())
             .ok_or_else(ApiError::not_found)?;
-        w.muted = !ping || !lag.is_zero();
-        let out = w.with_calendar(&owner, calendar, true, |c, ctx| match &edit {
-            Edit::Insert(body) => c.insert(body, ctx),
-            Edit::Patch(id, body) => c.write(id, body, true, None, ctx),
-            Edit::Update(id, body) => c.write(id, body, false, None, ctx),
-            Edit::Delete(id) => c.delete(id, None, ctx),
-        });
+        w.muted = mute;
+        let out = w.with_calendar(&owner, calendar, true, f);
         w.muted = false;
         out
     }
@@ -118,23 +131,14 @@ impl Control {
         calendar: &str,
         events: impl IntoIterator<Item = Value>,
     ) -> Result<usize, ApiError> {
-        let mut w = self.lock();
-        let owner = w
-            .calendars
-            .get(calendar)
-            .map(|c| c.owner.clone())
-            .ok_or_else(ApiError::not_found)?;
-        w.muted = true;
-        let out = w.with_calendar(&owner, calendar, true, |c, ctx| {
+        self.as_owner(calendar, true, |c, ctx| {
             let mut n = 0;
             for e in events {
                 c.insert(&e, ctx)?;
                 n += 1;
             }
             Ok(n)
-        });
-        w.muted = false;
-        out
+        })
     }
 
     /// Every sync token of the calendar now answers 410.
