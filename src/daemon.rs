@@ -156,14 +156,31 @@ pub async fn run(
         fmt_addr(api_addr)
     ));
 
+    let mut next_list_refresh =
+        list_refresh(&config_tx.borrow()).map(|d| tokio::time::Instant::now() + d);
     loop {
+        let refresh = async {
+            match next_list_refresh {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
             msg = control.recv() => match msg {
                 Some(Control::Reload) => reload(&config_tx, &log, &starter, &channel_tx).await,
                 None => break,
             },
+            _ = refresh => {
+                let cfg = config_tx.borrow().clone();
+                let applied = apply(&starter, &cfg, &cfg, &channel_tx).await;
+                if !applied.added.is_empty() || !applied.removed.is_empty() {
+                    tracing::info!(added = applied.added.len(), removed = applied.removed.len(), "calendar list changed");
+                }
+            }
         }
+        next_list_refresh =
+            list_refresh(&config_tx.borrow()).map(|d| tokio::time::Instant::now() + d);
     }
 
     tracing::info!(drain_limit = ?DRAIN_LIMIT, "stopping");
@@ -235,25 +252,7 @@ async fn reload(
                 );
             }
             log.set_level(&new.log_level);
-            let applied = starter.apply(&new, Some(&old)).await;
-            for (key, policy) in &applied.removed {
-                if *policy == OnCalendarRemoved::EmitDeletes {
-                    match crate::sync::purge_calendar(&starter.store, &starter.feed, key).await {
-                        Ok(n) => {
-                            tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
-                        }
-                        Err(e) => {
-                            tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
-                        }
-                    }
-                }
-            }
-            if !applied.removed.is_empty() {
-                let _ = channels.try_send(ChannelMsg::Removed);
-            }
-            if !applied.added.is_empty() {
-                let _ = channels.try_send(ChannelMsg::Check);
-            }
+            let applied = apply(starter, &new, &old, channels).await;
             tracing::info!(config = %path.display(), accounts = new.accounts.len(), added = applied.added.len(), removed = applied.removed.len(), "configuration reloaded");
             current.send_replace(Arc::new(new));
         }
@@ -265,6 +264,47 @@ async fn reload(
         }
     }
     notify::ready("configuration reloaded");
+}
+
+/// Makes the running calendars those of `new` and acts on the difference:
+/// removed calendars get their channels stopped and (unless `keep`) final
+/// deleted records; added ones get a channel (and so a full sync).
+async fn apply(
+    starter: &Starter,
+    new: &Config,
+    old: &Config,
+    channels: &mpsc::Sender<ChannelMsg>,
+) -> crate::accounts::Applied {
+    let applied = starter.apply(new, Some(old)).await;
+    for (key, policy) in &applied.removed {
+        if *policy == OnCalendarRemoved::EmitDeletes {
+            match crate::sync::purge_calendar(&starter.store, &starter.feed, key).await {
+                Ok(n) => {
+                    tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
+                }
+                Err(e) => {
+                    tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
+                }
+            }
+        }
+    }
+    if !applied.removed.is_empty() {
+        let _ = channels.try_send(ChannelMsg::Removed);
+    }
+    if !applied.added.is_empty() {
+        let _ = channels.try_send(ChannelMsg::Check);
+    }
+    applied
+}
+
+/// Accounts with `calendars = "all"` have their calendar list read again
+/// this often (jittered), so calendars that appear or disappear are
+/// followed without a reload. None when no account follows its list.
+fn list_refresh(cfg: &Config) -> Option<std::time::Duration> {
+    cfg.accounts
+        .iter()
+        .any(|a| a.calendars == crate::config::CalendarSelection::All)
+        .then(|| crate::sync::jitter(cfg.sync.poll_interval, 0.25))
 }
 
 /// Keys whose new value only takes effect after a restart.

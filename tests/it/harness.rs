@@ -110,7 +110,7 @@ retry_base = "50ms"
 [[accounts]]
 name = "emu"
 credentials_file = "sa.json"
-calendars = [{calendars}]
+calendars = {calendars}
 "#,
             root = self.emu.api_root(),
             page = setup.page_size,
@@ -118,7 +118,11 @@ calendars = [{calendars}]
             extra = setup.sync_extra,
             channels = setup.channels,
             debounce = setup.debounce,
-            calendars = self.calendars,
+            calendars = if self.calendars == "all" {
+                "\"all\"".to_string()
+            } else {
+                format!("[{}]", self.calendars)
+            },
         );
         self.dir.write("config.toml", &text);
     }
@@ -158,6 +162,18 @@ calendars = [{calendars}]
         });
         self.daemon = Some((stop, task));
         self.wait_healthy().await;
+    }
+
+    /// Follows the account's whole calendar list (`calendars = "all"`).
+    pub async fn follow_all(&mut self) {
+        self.calendars = "all".into();
+        self.write_config(&self.setup, &self.hook);
+        self.control
+            .as_ref()
+            .expect("daemon running")
+            .send(Control::Reload)
+            .await
+            .expect("reload");
     }
 
     /// Rewrites the account's calendar list and reloads, as SIGHUP does.

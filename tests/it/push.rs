@@ -497,3 +497,85 @@ async fn sighup_adds_and_removes_calendars_without_a_restart() {
     let (_, cals) = h.get("/v1/calendars").await;
     assert_eq!(cals["calendars"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calendars_all_follows_calendars_that_appear_and_disappear() {
+    let mut h = Harness::start(
+        "follow-all",
+        Setup {
+            poll_interval: "1s",
+            ..Default::default()
+        },
+    )
+    .await;
+    h.follow_all().await;
+    let base = h.wait_changes("nothing", 0, WAIT, |_| true).await;
+    let team = h
+        .emu
+        .create_calendar(CAL, None, "Team", "UTC")
+        .expect("calendar");
+    let e1 = h
+        .emu
+        .edit(&team, Edit::Insert(event("team one", 2)), false)
+        .await
+        .expect("insert");
+    let e2 = h
+        .emu
+        .edit(&team, Edit::Insert(event("team two", 3)), false)
+        .await
+        .expect("insert");
+    let created = h
+        .wait_changes("the new calendar's events", last_seq(&base), WAIT, |c| {
+            c.iter().filter(|r| r["calendar_id"] == json!(team)).count() >= 2
+        })
+        .await;
+    let ids: Vec<&Value> = created
+        .iter()
+        .filter(|r| r["calendar_id"] == json!(team))
+        .map(|r| &r["event_id"])
+        .collect();
+    assert!(
+        ids.contains(&&e1["id"]) && ids.contains(&&e2["id"]),
+        "{}",
+        summary(&created)
+    );
+    emu::wait_until("a channel on the new calendar", WAIT, || {
+        let ch = h.emu.channels();
+        ch["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["resource"]["id"] == json!(team) && c["state"] == "active")
+            .then_some(())
+    })
+    .await;
+
+    h.emu.delete_calendar(&team).expect("delete calendar");
+    let gone = h
+        .wait_changes(
+            "final deletes of the removed calendar",
+            last_seq(&created),
+            WAIT,
+            |c| of_kind(c, "deleted").len() >= 2,
+        )
+        .await;
+    let deleted: Vec<&Value> = of_kind(&gone, "deleted")
+        .into_iter()
+        .filter(|r| r["calendar_id"] == json!(team))
+        .collect();
+    assert_eq!(deleted.len(), 2, "{}", summary(&gone));
+    emu::wait_until_async(
+        "the removed calendar leaves /v1/calendars",
+        WAIT,
+        || async {
+            let (_, cals) = h.get("/v1/calendars").await;
+            (!cals["calendars"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["calendar_id"] == json!(team)))
+            .then_some(())
+        },
+    )
+    .await;
+}
