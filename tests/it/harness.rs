@@ -280,8 +280,8 @@ calendars = {calendars}
         body["calendars"][0].clone()
     }
 
-    /// Waits until the daemon has completed `n` passes since start... by
-    /// watching the calendar's sync token and state.
+    /// Waits until the calendar is idle with a stored sync token (its
+    /// current pass, if any, has finished).
     pub async fn wait_idle_with_token(&self, within: Duration) -> Value {
         emu::wait_until_async("the calendar to be synced and idle", within, || async {
             let c = self.calendar().await;

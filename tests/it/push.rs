@@ -308,7 +308,27 @@ async fn forged_pings_trigger_nothing_and_the_daemon_stays_healthy() {
     }
     let (status, _) = h.get("/healthz").await;
     assert_eq!(status, 200);
-    // Give a wrongly woken engine the time it would need, then compare.
+    // The hook pokes a trigger only for an accepted ping: none was accepted.
+    let metrics = emu::http()
+        .get(format!("http://{}/metrics", h.api))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let accepted: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("gcal_syncd_pings_received_total{") && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted, 0.0, "a forged ping was accepted:\n{metrics}");
+    assert!(
+        metrics.contains("outcome=\"forbidden\""),
+        "wrong tokens not counted as forbidden"
+    );
     let c = h.calendar().await;
     assert_eq!(c["state"], "idle");
     assert_eq!(
