@@ -24,15 +24,52 @@ struct Inner {
     /// Cancels one engine (a child of the daemon's stop token).
     stops: BTreeMap<CalendarKey, CancellationToken>,
     clients: BTreeMap<String, Arc<GoogleClient>>,
+    /// Accounts with `calendars = "all"`: their calendar list is watched.
+    followers: std::collections::BTreeSet<String>,
 }
+
+/// The calendar id under which an account's calendarList channel is kept
+/// (no real calendar id starts with `#`).
+pub const CALENDAR_LIST: &str = "#calendarList";
 
 /// The running calendars. Cheap to clone; reads never wait on Google.
 #[derive(Clone, Default)]
-pub struct Calendars(Arc<RwLock<Inner>>);
+pub struct Calendars(Arc<RwLock<Inner>>, Trigger);
 
 impl Calendars {
     pub fn trigger(&self, key: &CalendarKey) -> Option<Trigger> {
+        if key.calendar_id == CALENDAR_LIST {
+            return self.follows(&key.account).then(|| self.1.clone());
+        }
         self.0.read().ok()?.triggers.get(key).cloned()
+    }
+
+    /// Poked when a followed calendar list changes (its channel pinged).
+    pub fn list_trigger(&self) -> Trigger {
+        self.1.clone()
+    }
+
+    fn follows(&self, account: &str) -> bool {
+        self.0.read().is_ok_and(|i| i.followers.contains(account))
+    }
+
+    /// Everything that should have a channel: the calendars, and the
+    /// calendar lists of the accounts that follow theirs.
+    pub fn watched(&self) -> Vec<CalendarKey> {
+        let Ok(inner) = self.0.read() else {
+            return Vec::new();
+        };
+        inner
+            .triggers
+            .keys()
+            .cloned()
+            .chain(
+                inner
+                    .followers
+                    .iter()
+                    .map(|a| CalendarKey::new(a, CALENDAR_LIST)),
+            )
+            .collect()
     }
 
     pub fn keys(&self) -> Vec<CalendarKey> {
@@ -43,6 +80,9 @@ impl Calendars {
     }
 
     pub fn contains(&self, key: &CalendarKey) -> bool {
+        if key.calendar_id == CALENDAR_LIST {
+            return self.follows(&key.account);
+        }
         self.0.read().is_ok_and(|i| i.triggers.contains_key(key))
     }
 
@@ -132,6 +172,11 @@ impl Starter {
             }
             if let Ok(mut inner) = self.calendars.0.write() {
                 inner.clients.insert(account.name.clone(), client);
+                if account.calendars == CalendarSelection::All {
+                    inner.followers.insert(account.name.clone());
+                } else {
+                    inner.followers.remove(&account.name);
+                }
             }
         }
         let mut applied = Applied::default();

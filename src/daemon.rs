@@ -156,13 +156,22 @@ pub async fn run(
         fmt_addr(api_addr)
     ));
 
+    let list_trigger = starter.calendars.list_trigger();
     let mut next_list_refresh =
         list_refresh(&config_tx.borrow()).map(|d| tokio::time::Instant::now() + d);
     loop {
+        // A followed calendar list is re-read when its channel pings, and on
+        // the poll interval in case a ping was dropped.
         let refresh = async {
-            match next_list_refresh {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+            let timer = async {
+                match next_list_refresh {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = list_trigger.notified() => {}
+                _ = timer => {}
             }
         };
         tokio::select! {

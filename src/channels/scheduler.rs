@@ -12,7 +12,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
-use crate::accounts::Calendars;
+use crate::accounts::{Calendars, CALENDAR_LIST};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
 use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
@@ -145,7 +145,7 @@ impl Scheduler {
 
     async fn reconcile_all(&mut self) {
         self.stop_unconfigured().await;
-        let keys: Vec<CalendarKey> = self.calendars.keys();
+        let keys: Vec<CalendarKey> = self.calendars.watched();
         for key in keys {
             if self.stop.is_cancelled() {
                 return;
@@ -232,16 +232,22 @@ impl Scheduler {
                 resource_id: None,
             },
         );
-        match client
-            .events_watch(
-                &key.calendar_id,
-                &rec.id,
-                rec.token.expose(),
-                &self.address,
-                self.ttl,
-            )
-            .await
-        {
+        let watched = if key.calendar_id == CALENDAR_LIST {
+            client
+                .calendar_list_watch(&rec.id, rec.token.expose(), &self.address, self.ttl)
+                .await
+        } else {
+            client
+                .events_watch(
+                    &key.calendar_id,
+                    &rec.id,
+                    rec.token.expose(),
+                    &self.address,
+                    self.ttl,
+                )
+                .await
+        };
+        match watched {
             Ok(resp) => {
                 rec.resource_id = Some(resp.resource_id.clone());
                 rec.expiration_ms = resp.expiration_ms;

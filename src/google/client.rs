@@ -126,6 +126,29 @@ impl GoogleClient {
         ttl: Duration,
     ) -> Result<WatchResponse, GoogleError> {
         let url = self.url(&["calendars", calendar_id, "events", "watch"]);
+        self.watch(url, id, token, address, ttl).await
+    }
+
+    /// calendarList.watch: a channel on the account's calendar list.
+    pub async fn calendar_list_watch(
+        &self,
+        id: &str,
+        token: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<WatchResponse, GoogleError> {
+        let url = self.url(&["users", "me", "calendarList", "watch"]);
+        self.watch(url, id, token, address, ttl).await
+    }
+
+    async fn watch(
+        &self,
+        url: Url,
+        id: &str,
+        token: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> Result<WatchResponse, GoogleError> {
         let body = json!({
             "id": id, "type": "web_hook", "address": address, "token": token,
             "params": { "ttl": ttl.as_secs().to_string() },

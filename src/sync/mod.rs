@@ -31,7 +31,8 @@ impl Trigger {
         self.0.notify_one();
     }
 
-    async fn notified(&self) {
+    /// Waits for the next poke (or the one already pending).
+    pub async fn notified(&self) {
         self.0.notified().await
     }
 

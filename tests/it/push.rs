@@ -520,15 +520,26 @@ async fn sighup_adds_and_removes_calendars_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calendars_all_follows_calendars_that_appear_and_disappear() {
+    // An hour between polls: only the calendarList channel can bring news in time.
     let mut h = Harness::start(
         "follow-all",
         Setup {
-            poll_interval: "1s",
+            poll_interval: "1h",
             ..Default::default()
         },
     )
     .await;
     h.follow_all().await;
+    emu::wait_until("a calendarList channel", WAIT, || {
+        let ch = h.emu.channels();
+        ch["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["resource"]["type"] == "calendar_list" && c["state"] == "active")
+            .then_some(())
+    })
+    .await;
     let base = h.wait_changes("nothing", 0, WAIT, |_| true).await;
     let team = h
         .emu
