@@ -22,7 +22,9 @@ use crate::sync::{Engine, StatusBoard, SyncSettings, Trigger};
 struct Inner {
     triggers: BTreeMap<CalendarKey, Trigger>,
     /// Cancels one engine (a child of the daemon's stop token).
-    stops: BTreeMap<CalendarKey, CancellationToken>,
+    /// Cancels one engine (a child of the daemon's stop token) and waits
+    /// for it to end.
+    stops: BTreeMap<CalendarKey, (CancellationToken, tokio::task::JoinHandle<()>)>,
     clients: BTreeMap<String, Arc<GoogleClient>>,
     /// Accounts with `calendars = "all"`: their calendar list is watched.
     followers: std::collections::BTreeSet<String>,
@@ -182,10 +184,19 @@ impl Starter {
         let mut applied = Applied::default();
         for key in self.calendars.keys() {
             if !wanted.contains_key(&key) {
-                if let Ok(mut inner) = self.calendars.0.write() {
+                let engine = self.calendars.0.write().ok().and_then(|mut inner| {
                     inner.triggers.remove(&key);
-                    if let Some(stop) = inner.stops.remove(&key) {
-                        stop.cancel();
+                    inner.stops.remove(&key)
+                });
+                if let Some((stop, task)) = engine {
+                    // Wait for the engine's last page, so that nothing it
+                    // writes can land after the calendar's final records.
+                    stop.cancel();
+                    if tokio::time::timeout(std::time::Duration::from_secs(30), task)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(account = %key.account, calendar = %key.calendar_id, "engine did not stop within 30 s");
                     }
                 }
                 self.board.remove(&key);
@@ -214,10 +225,10 @@ impl Starter {
                 stop.clone(),
                 self.metrics.clone(),
             );
-            self.tracker.spawn(engine.run());
+            let task = self.tracker.spawn(engine.run());
             if let Ok(mut inner) = self.calendars.0.write() {
                 inner.triggers.insert(key.clone(), trigger);
-                inner.stops.insert(key.clone(), stop);
+                inner.stops.insert(key.clone(), (stop, task));
             }
             if old.is_some() {
                 tracing::info!(account = %key.account, calendar = %key.calendar_id, "calendar added to the configuration");
