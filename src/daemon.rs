@@ -328,6 +328,26 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store.path != new.store.path {
         out.push("store.path");
     }
+    if old.api.token != new.api.token {
+        out.push("api.token_file");
+    }
+    if old.hook.public_url != new.hook.public_url
+        || old.hook.max_body_bytes != new.hook.max_body_bytes
+    {
+        out.push("hook.public_url/max_body_bytes");
+    }
+    if old.channels.check_schedule != new.channels.check_schedule
+        || old.channels.ttl != new.channels.ttl
+        || old.channels.renew_before != new.channels.renew_before
+    {
+        out.push("channels");
+    }
+    if old.sync.poll_interval != new.sync.poll_interval
+        || old.sync.debounce != new.sync.debounce
+        || old.sync.page_size != new.sync.page_size
+    {
+        out.push("sync (for calendars already running)");
+    }
     out
 }
 
