@@ -434,7 +434,7 @@ impl Demo {
         );
         println!("   change records emitted:         {}", self.head);
         println!(
-            "   the seed's method (list every event on every ping): {pings} calls, about {} items",
+            "   the naive method (list every event on every ping): {pings} calls, about {} items",
             pings * size
         );
         if failures.is_empty() {
