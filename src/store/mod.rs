@@ -27,6 +27,8 @@ pub use records::*;
 /// encoding of any tree changes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Set when a corrupt store was replaced: the feed's seqs continue above it.
+const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 /// sled keeps up to this much in its page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -126,6 +128,13 @@ impl Store {
         recovered_from: Option<PathBuf>,
     ) -> Result<Store, StoreError> {
         let meta = db.open_tree("meta")?;
+        if recovered_from.is_some() {
+            // The old feed is unreadable and its head unknown: continue above
+            // any seq it can have held, so that consumers' cursors stay behind
+            // the new records instead of ahead of them.
+            let floor = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            meta.insert(SEQ_FLOOR_KEY, &floor.to_be_bytes())?;
+        }
         match meta.get(SCHEMA_KEY)? {
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
@@ -298,13 +307,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The highest `seq` stored, 0 for an empty log.
+    /// The highest `seq` stored (0 for an empty log), or the seq floor set
+    /// when a corrupt store was replaced, whichever is higher: the next
+    /// record gets `last_seq() + 1`.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
+        let stored = self
             .changes
             .last()?
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+            .unwrap_or(0);
+        let floor = self
+            .db
+            .open_tree("meta")?
+            .get(SEQ_FLOOR_KEY)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        Ok(stored.max(floor))
     }
 
     // ----- channels -----
