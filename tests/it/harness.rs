@@ -274,6 +274,36 @@ calendars = {calendars}
         }
     }
 
+    /// Whether the emulator has an active channel on `resource` (a
+    /// calendar id).
+    pub fn has_active_channel(&self, resource: &str) -> bool {
+        let ch = self.emu.channels();
+        ch["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["resource"]["id"] == resource && c["state"] == "active")
+    }
+
+    /// `/metrics`, parsed as Prometheus text (OpenMetrics' `# EOF` dropped,
+    /// which the classic parser does not know).
+    pub async fn scrape(&self) -> prometheus_parse::Scrape {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.api))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
+        let lines = text
+            .lines()
+            .filter(|l| *l != "# EOF")
+            .map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("the scrape parses as Prometheus text")
+    }
+
     /// The calendar's entry in /v1/calendars.
     pub async fn calendar(&self) -> Value {
         let (_, body) = self.get("/v1/calendars").await;
@@ -297,6 +327,20 @@ impl Drop for Harness {
             stop.cancel();
         }
     }
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+pub fn metric(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 /// One line per change: seq change id fields.

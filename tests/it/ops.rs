@@ -7,39 +7,9 @@ use std::time::Duration;
 use gcal_syncd::emulator::Edit;
 
 use crate::emu::{self, event};
-use crate::harness::{last_seq, Harness, Setup, CAL};
+use crate::harness::{last_seq, metric, Harness, Setup, CAL};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn scrape(h: &Harness) -> prometheus_parse::Scrape {
-    let text = emu::http()
-        .get(format!("http://{}/metrics", h.api))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    // OpenMetrics ends with "# EOF", which the classic parser does not know.
-    let lines = text
-        .lines()
-        .filter(|l| *l != "# EOF")
-        .map(|l| Ok(l.to_string()));
-    prometheus_parse::Scrape::parse(lines).expect("the scrape parses as Prometheus text")
-}
-
-fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
@@ -48,7 +18,7 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
         (h.calendar().await["channel"]["confirmed"] == true).then_some(())
     })
     .await;
-    let before = scrape(&h).await;
+    let before = h.scrape().await;
     for i in 0..5 {
         h.emu
             .edit(CAL, Edit::Insert(event(&format!("m{i}"), 3)), true)
@@ -57,29 +27,29 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
     }
     let changes = h.wait_changes("5 created", 0, WAIT, |c| c.len() >= 5).await;
     h.wait_idle_with_token(WAIT).await;
-    let after = scrape(&h).await;
+    let after = h.scrape().await;
     let cal = [("account", "emu"), ("calendar", "primary")];
     assert!(
-        value(
+        metric(
             &after,
             "gcal_syncd_pings_received_total",
             &[("state", "exists"), ("outcome", "ok")]
         ) >= 1.0
     );
     assert!(
-        value(
+        metric(
             &after,
             "gcal_syncd_pings_received_total",
             &[("state", "sync"), ("outcome", "sync")]
         ) >= 1.0
     );
     assert!(
-        value(&after, "gcal_syncd_events_list_calls_total", &cal)
-            > value(&before, "gcal_syncd_events_list_calls_total", &cal)
+        metric(&after, "gcal_syncd_events_list_calls_total", &cal)
+            > metric(&before, "gcal_syncd_events_list_calls_total", &cal)
     );
-    assert!(value(&after, "gcal_syncd_events_list_items_total", &cal) >= 5.0);
+    assert!(metric(&after, "gcal_syncd_events_list_items_total", &cal) >= 5.0);
     assert_eq!(
-        value(
+        metric(
             &after,
             "gcal_syncd_change_records_total",
             &[("kind", "created")]
@@ -87,22 +57,22 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
         changes.len() as f64
     );
     assert_eq!(
-        value(&after, "gcal_syncd_feed_head_seq", &[]),
+        metric(&after, "gcal_syncd_feed_head_seq", &[]),
         last_seq(&changes) as f64
     );
     assert!(
-        value(
+        metric(
             &after,
             "gcal_syncd_sync_passes_total",
             &[("account", "emu"), ("result", "ok")]
         ) >= 1.0
     );
-    assert!(value(&after, "gcal_syncd_last_success_timestamp_seconds", &cal) > 1.7e9);
-    assert!(value(&after, "gcal_syncd_channel_expiry_timestamp_seconds", &cal) > 1.7e9);
-    assert!(value(&after, "gcal_syncd_store_size_bytes", &[]) > 0.0);
-    assert!(value(&after, "gcal_syncd_process_resident_memory_bytes", &[]) > 0.0);
+    assert!(metric(&after, "gcal_syncd_last_success_timestamp_seconds", &cal) > 1.7e9);
+    assert!(metric(&after, "gcal_syncd_channel_expiry_timestamp_seconds", &cal) > 1.7e9);
+    assert!(metric(&after, "gcal_syncd_store_size_bytes", &[]) > 0.0);
+    assert!(metric(&after, "gcal_syncd_process_resident_memory_bytes", &[]) > 0.0);
     // A forged ping moves the forbidden/unknown counters, not the ok one.
-    let ok_before = value(
+    let ok_before = metric(
         &after,
         "gcal_syncd_pings_received_total",
         &[("outcome", "ok")],
@@ -115,9 +85,9 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
         .await
         .expect("send");
     assert_eq!(r.status().as_u16(), 404);
-    let last = scrape(&h).await;
+    let last = h.scrape().await;
     assert_eq!(
-        value(
+        metric(
             &last,
             "gcal_syncd_pings_received_total",
             &[("outcome", "unknown")]
@@ -125,7 +95,7 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
         1.0
     );
     assert_eq!(
-        value(
+        metric(
             &last,
             "gcal_syncd_pings_received_total",
             &[("outcome", "ok")]

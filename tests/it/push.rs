@@ -8,7 +8,7 @@ use gcal_syncd::emulator::{Edit, PushKnobs};
 use serde_json::{json, Value};
 
 use crate::emu::{self, event};
-use crate::harness::{last_seq, of_kind, summary, Harness, Setup, CAL};
+use crate::harness::{last_seq, metric, of_kind, summary, Harness, Setup, CAL};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -309,24 +309,19 @@ async fn forged_pings_trigger_nothing_and_the_daemon_stays_healthy() {
     let (status, _) = h.get("/healthz").await;
     assert_eq!(status, 200);
     // The hook pokes a trigger only for an accepted ping: none was accepted.
-    let metrics = emu::http()
-        .get(format!("http://{}/metrics", h.api))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
-    let accepted: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("gcal_syncd_pings_received_total{") && l.contains("outcome=\"ok\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(accepted, 0.0, "a forged ping was accepted:\n{metrics}");
+    let scraped = h.scrape().await;
+    let accepted = metric(
+        &scraped,
+        "gcal_syncd_pings_received_total",
+        &[("outcome", "ok")],
+    );
+    assert_eq!(accepted, 0.0, "a forged ping was accepted");
     assert!(
-        metrics.contains("outcome=\"forbidden\""),
+        metric(
+            &scraped,
+            "gcal_syncd_pings_received_total",
+            &[("outcome", "forbidden")]
+        ) >= 2.0,
         "wrong tokens not counted as forbidden"
     );
     let c = h.calendar().await;
@@ -466,13 +461,7 @@ async fn sighup_adds_and_removes_calendars_without_a_restart() {
     let (_, cals) = h.get("/v1/calendars").await;
     assert_eq!(cals["calendars"].as_array().map(Vec::len), Some(2));
     emu::wait_until("a channel on the team calendar", WAIT, || {
-        let ch = h.emu.channels();
-        ch["channels"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["resource"]["id"] == json!(team) && c["state"] == "active")
-            .then_some(())
+        h.has_active_channel(&team).then_some(())
     })
     .await;
     let pinged = h
@@ -571,13 +560,7 @@ async fn calendars_all_follows_calendars_that_appear_and_disappear() {
         summary(&created)
     );
     emu::wait_until("a channel on the new calendar", WAIT, || {
-        let ch = h.emu.channels();
-        ch["channels"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["resource"]["id"] == json!(team) && c["state"] == "active")
-            .then_some(())
+        h.has_active_channel(&team).then_some(())
     })
     .await;
 
