@@ -7,19 +7,9 @@ mod common;
 use std::time::Instant;
 
 use gcal_syncd::emulator::{Emulator, Options, SERVICE_ACCOUNT};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const EVENTS: usize = 100_000;
-
-fn event(i: usize) -> Value {
-    json!({
-        "summary": format!("event {i}"),
-        "description": "a typical event body with a few fields",
-        "location": "Room 4",
-        "start": {"dateTime": format!("2026-12-{:02}T{:02}:00:00Z", 1 + i % 28, i % 24)},
-        "end": {"dateTime": format!("2026-12-{:02}T{:02}:30:00Z", 1 + i % 28, i % 24)},
-    })
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -38,7 +28,7 @@ async fn main() {
     .expect("start");
 
     let t = Instant::now();
-    emu.bulk_insert(SERVICE_ACCOUNT, (0..EVENTS).map(event))
+    emu.bulk_insert(SERVICE_ACCOUNT, (0..EVENTS).map(common::event))
         .expect("load");
     let load = t.elapsed();
 

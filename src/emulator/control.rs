@@ -63,11 +63,7 @@ impl Control {
     /// Deletes a calendar as its owner.
     pub fn delete_calendar(&self, calendar: &str) -> Result<(), ApiError> {
         let mut w = self.lock();
-        let owner = w
-            .calendars
-            .get(calendar)
-            .map(|c| c.owner.clone())
-            .ok_or_else(ApiError::not_found)?;
+        let owner = owner_of(&w, calendar)?;
         w.delete_calendar(&owner, calendar)
     }
 
@@ -114,11 +110,7 @@ impl Control {
         ) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let mut w = self.lock();
-        let owner = w
-            .calendars
-            .get(calendar)
-            .map(|c| c.owner.clone())
-            .ok_or_else(ApiError::not_found)?;
+        let owner = owner_of(&w, calendar)?;
         w.muted = mute;
         let out = w.with_calendar(&owner, calendar, true, f);
         w.muted = false;
@@ -344,4 +336,12 @@ fn bulk(control: &Control, cal: &str, call: &Call) -> Result<Value, ApiError> {
     control
         .bulk_insert(cal, events)
         .map(|n| json!({ "inserted": n }))
+}
+
+/// The principal who owns `calendar`.
+fn owner_of(w: &World, calendar: &str) -> Result<String, ApiError> {
+    w.calendars
+        .get(calendar)
+        .map(|c| c.owner.clone())
+        .ok_or_else(ApiError::not_found)
 }

@@ -164,9 +164,8 @@ calendars = {calendars}
         self.wait_healthy().await;
     }
 
-    /// Follows the account's whole calendar list (`calendars = "all"`).
-    pub async fn follow_all(&mut self) {
-        self.calendars = "all".into();
+    /// Rewrites config.toml and reloads, as SIGHUP does.
+    async fn reload(&self) {
         self.write_config(&self.setup, &self.hook);
         self.control
             .as_ref()
@@ -176,6 +175,12 @@ calendars = {calendars}
             .expect("reload");
     }
 
+    /// Follows the account's whole calendar list (`calendars = "all"`).
+    pub async fn follow_all(&mut self) {
+        self.calendars = "all".into();
+        self.reload().await;
+    }
+
     /// Rewrites the account's calendar list and reloads, as SIGHUP does.
     pub async fn set_calendars(&mut self, ids: &[&str]) {
         self.calendars = ids
@@ -183,13 +188,7 @@ calendars = {calendars}
             .map(|id| format!("{id:?}"))
             .collect::<Vec<_>>()
             .join(", ");
-        self.write_config(&self.setup, &self.hook);
-        self.control
-            .as_ref()
-            .expect("daemon running")
-            .send(Control::Reload)
-            .await
-            .expect("reload");
+        self.reload().await;
     }
 
     /// Stops the in-process daemon gracefully and waits for it.
