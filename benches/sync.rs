@@ -1,6 +1,8 @@
 //! P1 (the seed's scenario against the naive method), P3 (100k-event full
 //! sync: rate and peak RSS of a real daemon process) and P2 (ping -> record
 //! latency). Run: `cargo bench --bench sync`. Prints markdown rows.
+//! `BENCH_WRAP=heaptrack cargo bench --bench sync p3` runs P3's daemon under
+//! a wrapper command (a profiler); the rate and RSS are then the wrapper's.
 
 mod common;
 
@@ -308,7 +310,16 @@ async fn p3() {
     let bin = env!("CARGO_BIN_EXE_gcal-syncd");
     let http = http();
     let t = Instant::now();
-    let mut child = std::process::Command::new(bin)
+    let wrap = std::env::var("BENCH_WRAP").ok();
+    let mut cmd = match &wrap {
+        Some(w) => {
+            let mut c = std::process::Command::new(w);
+            c.arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
+    let mut child = cmd
         .args(["run", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::null())

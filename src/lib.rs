@@ -11,6 +11,7 @@
 //! - [`hook`]: the listener Google's push notifications arrive at.
 //! - [`logging`]: tracing to stderr, shaped for journald.
 //! - [`notify`]: systemd `sd_notify` messages and the watchdog.
+//! - [`rawjson`]: JSON kept as text (event bodies, end to end).
 //! - [`secret`]: a string that never reaches a log line.
 //! - [`emulator`]: a strict Google Calendar v3 emulator (tests, demo).
 //! - [`tls`]: the rustls crypto provider, installed once.
@@ -29,6 +30,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod rawjson;
 pub mod secret;
 pub mod status;
 pub mod store;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::auth::Authenticator;
 use super::limiter::Limiter;
 use super::GoogleError;
+use crate::rawjson::RawJson;
 
 /// The parameters of one events.list page. Full and incremental syncs
 /// use the same ones (plus the sync token), as Google requires.
@@ -29,7 +30,7 @@ pub struct ListParams<'a> {
 pub struct EventsPage {
     /// The Event resources exactly as Google sent them.
     #[serde(default)]
-    pub items: Vec<Value>,
+    pub items: Vec<RawJson>,
     pub next_page_token: Option<String>,
     pub next_sync_token: Option<String>,
 }

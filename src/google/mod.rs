@@ -6,10 +6,12 @@
 
 mod auth;
 mod client;
+mod event;
 mod limiter;
 
 pub use auth::Authenticator;
 pub use client::{EventsPage, GoogleClient, ListParams, WatchResponse};
+pub use event::EventHead;
 
 use std::time::Duration;
 

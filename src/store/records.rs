@@ -1,8 +1,8 @@
 //! The values kept in the store: plain serde structs, no sled types.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::rawjson::RawJson;
 use crate::secret::Secret;
 
 /// Identifies one followed calendar: the account's name and Google's id.
@@ -53,7 +53,7 @@ pub struct EventVersion {
     /// The full-sync generation that last listed it.
     pub generation: u64,
     /// The Event resource as Google returned it.
-    pub body: Value,
+    pub body: RawJson,
 }
 
 /// What happened to an event.
@@ -77,8 +77,8 @@ pub struct ChangeRecord {
     pub sequence: Option<i64>,
     pub updated: Option<String>,
     pub changed_fields: Vec<String>,
-    pub event: Value,
-    pub previous: Option<Value>,
+    pub event: RawJson,
+    pub previous: Option<RawJson>,
     pub detected_at: String,
 }
 

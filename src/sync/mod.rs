@@ -103,7 +103,7 @@ pub async fn purge_calendar(
     feed: &crate::feed::Feed,
     key: &CalendarKey,
 ) -> Result<usize, crate::store::StoreError> {
-    use crate::store::{CalendarState, ChangeKind, ChangeRecord, PageWrite};
+    use crate::store::{CalendarState, PageWrite};
     let now = engine::now_rfc3339();
     let mut deletes = Vec::new();
     let mut changes = Vec::new();
@@ -114,20 +114,7 @@ pub async fn purge_calendar(
         if hidden {
             continue; // a hidden occurrence was reported when it was hidden
         }
-        changes.push(ChangeRecord {
-            seq: 0,
-            account: key.account.clone(),
-            calendar_id: key.calendar_id.clone(),
-            event_id: event.id.clone(),
-            change: ChangeKind::Deleted,
-            etag: None,
-            sequence: event.sequence,
-            updated: event.updated.clone(),
-            changed_fields: vec![],
-            event: serde_json::json!({ "kind": "calendar#event", "id": event.id, "status": "cancelled" }),
-            previous: Some(event.body),
-            detected_at: now.clone(),
-        });
+        changes.push(tombstone_record(key, event, &now));
     }
     let n = changes.len();
     feed.apply(PageWrite {
@@ -156,6 +143,31 @@ pub fn jitter(d: Duration, frac: f64) -> Duration {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
     d.mul_f64(1.0 - frac + 2.0 * frac * unit)
+}
+
+/// The `deleted` record of a stored event that is gone without a tombstone
+/// from Google (swept by a full sync, or its calendar was removed).
+fn tombstone_record(
+    key: &CalendarKey,
+    stored: crate::store::EventVersion,
+    now: &str,
+) -> crate::store::ChangeRecord {
+    let tombstone =
+        serde_json::json!({ "kind": "calendar#event", "id": stored.id, "status": "cancelled" });
+    crate::store::ChangeRecord {
+        seq: 0, // assigned by the feed writer
+        account: key.account.clone(),
+        calendar_id: key.calendar_id.clone(),
+        event_id: stored.id,
+        change: crate::store::ChangeKind::Deleted,
+        etag: None,
+        sequence: None,
+        updated: None,
+        changed_fields: vec![],
+        event: tombstone.into(),
+        previous: Some(stored.body),
+        detected_at: now.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use serde_json::{json, Value};
-
 use super::{changed_fields, retry_delay, LiveStatus, Progress};
-use crate::google::{EventsPage, GoogleError, ListParams};
+use crate::google::{EventHead, EventsPage, GoogleError, ListParams};
+use crate::rawjson::RawJson;
 use crate::store::{CalendarState, ChangeKind, ChangeRecord, EventVersion, PageWrite, StoreError};
 
 use super::engine::Engine;
@@ -203,14 +202,15 @@ impl Engine {
 
     /// Turns a page of items into versions to store and change records.
     /// `generation` is set in full syncs: every listed event is stamped.
-    fn plan(&self, items: Vec<Value>, generation: Option<u64>) -> Result<Plan, StoreError> {
+    fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, StoreError> {
         let mut plan = Plan::default();
         let now = crate::sync::engine::now_rfc3339();
         // Ids already handled in this page (Google lists each once, but a
         // page must never produce two records from one stale lookup).
         let mut in_page: HashMap<String, Option<EventVersion>> = HashMap::new();
         for item in items {
-            let Some(id) = item.get("id").and_then(Value::as_str).map(String::from) else {
+            let head = EventHead::of(&item);
+            let Some(id) = head.id.clone() else {
                 tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, "skipping an item without an id");
                 continue;
             };
@@ -218,24 +218,33 @@ impl Engine {
                 Some(v) => v.clone(),
                 None => self.store.event(&self.key, &id)?,
             };
-            let etag = item.get("etag").and_then(Value::as_str).map(String::from);
-            let cancelled = item.get("status").and_then(Value::as_str) == Some("cancelled");
-            let version = |body: Value, generation: u64| EventVersion {
+            let version = |body: RawJson, generation: u64| EventVersion {
                 id: id.clone(),
-                etag: etag.clone(),
-                sequence: body.get("sequence").and_then(Value::as_i64),
-                updated: body
-                    .get("updated")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-                status: body.get("status").and_then(Value::as_str).map(String::from),
+                etag: head.etag.clone(),
+                sequence: head.sequence,
+                updated: head.updated.clone(),
+                status: head.status.clone(),
                 generation,
                 body,
             };
-            if cancelled {
-                let of_live_series = item
-                    .get("recurringEventId")
-                    .and_then(Value::as_str)
+            let record = |change, previous, changed_fields| ChangeRecord {
+                seq: 0, // assigned by the feed writer
+                account: self.key.account.clone(),
+                calendar_id: self.key.calendar_id.clone(),
+                event_id: id.clone(),
+                change,
+                etag: head.etag.clone(),
+                sequence: head.sequence,
+                updated: head.updated.clone(),
+                changed_fields,
+                event: item.clone(),
+                previous,
+                detected_at: now.clone(),
+            };
+            if head.cancelled() {
+                let of_live_series = head
+                    .recurring_event_id
+                    .as_deref()
                     .map(|m| {
                         self.store
                             .event(&self.key, m)
@@ -254,15 +263,8 @@ impl Engine {
                         }
                     }
                     Some(old) => {
-                        plan.changes.push(record(
-                            &self.key,
-                            &id,
-                            ChangeKind::Deleted,
-                            &item,
-                            Some(old.body),
-                            vec![],
-                            &now,
-                        ));
+                        plan.changes
+                            .push(record(ChangeKind::Deleted, Some(old.body), vec![]));
                         plan.delta -= 1;
                         if of_live_series {
                             plan.upserts
@@ -274,15 +276,7 @@ impl Engine {
                     // One occurrence of a series we follow disappeared: a
                     // real change; keep it as a hidden occurrence.
                     None if of_live_series => {
-                        plan.changes.push(record(
-                            &self.key,
-                            &id,
-                            ChangeKind::Deleted,
-                            &item,
-                            None,
-                            vec![],
-                            &now,
-                        ));
+                        plan.changes.push(record(ChangeKind::Deleted, None, vec![]));
                         plan.upserts.push(version(item, generation.unwrap_or(0)));
                     }
                     // Deleted before we ever saw it: nothing to report.
@@ -293,21 +287,13 @@ impl Engine {
             }
             match stored {
                 None => {
-                    plan.changes.push(record(
-                        &self.key,
-                        &id,
-                        ChangeKind::Created,
-                        &item,
-                        None,
-                        vec![],
-                        &now,
-                    ));
+                    plan.changes.push(record(ChangeKind::Created, None, vec![]));
                     let v = version(item, generation.unwrap_or(0));
                     plan.upserts.push(v.clone());
                     plan.delta += 1;
                     in_page.insert(id, Some(v));
                 }
-                Some(old) if old.etag == etag => {
+                Some(old) if old.etag == head.etag => {
                     // Unchanged. A full sync still stamps it as seen.
                     if let Some(g) = generation {
                         if old.generation != g {
@@ -325,11 +311,11 @@ impl Engine {
                     let (kind, fields, delta) = if old.status.as_deref() == Some("cancelled") {
                         (ChangeKind::Created, vec![], 1)
                     } else {
-                        (ChangeKind::Updated, changed_fields(&old.body, &item), 0)
+                        let fields = changed_fields(&old.body.to_value(), &item.to_value());
+                        (ChangeKind::Updated, fields, 0)
                     };
                     let previous = (kind == ChangeKind::Updated).then_some(old.body);
-                    plan.changes
-                        .push(record(&self.key, &id, kind, &item, previous, fields, &now));
+                    plan.changes.push(record(kind, previous, fields));
                     plan.delta += delta;
                     let v = version(item, generation.unwrap_or(old.generation));
                     plan.upserts.push(v.clone());
@@ -354,20 +340,9 @@ impl Engine {
                 plan.deletes.push(stored.id); // a hidden occurrence, reported when it was hidden
                 continue;
             }
-            let tombstone =
-                json!({ "kind": "calendar#event", "id": stored.id, "status": "cancelled" });
-            let mut rec = record(
-                &self.key,
-                &stored.id,
-                ChangeKind::Deleted,
-                &tombstone,
-                Some(stored.body),
-                vec![],
-                &now,
-            );
-            rec.etag = None;
-            plan.changes.push(rec);
-            plan.deletes.push(stored.id);
+            plan.deletes.push(stored.id.clone());
+            plan.changes
+                .push(super::tombstone_record(&self.key, stored, &now));
             plan.delta -= 1;
         }
         Ok(())
@@ -412,34 +387,6 @@ struct Plan {
     delta: i64,
     /// Every id this page listed.
     touched: HashSet<String>,
-}
-
-fn record(
-    key: &crate::store::CalendarKey,
-    id: &str,
-    change: ChangeKind,
-    item: &Value,
-    previous: Option<Value>,
-    changed_fields: Vec<String>,
-    now: &str,
-) -> ChangeRecord {
-    ChangeRecord {
-        seq: 0, // assigned by the feed writer
-        account: key.account.clone(),
-        calendar_id: key.calendar_id.clone(),
-        event_id: id.to_string(),
-        change,
-        etag: item.get("etag").and_then(Value::as_str).map(String::from),
-        sequence: item.get("sequence").and_then(Value::as_i64),
-        updated: item
-            .get("updated")
-            .and_then(Value::as_str)
-            .map(String::from),
-        changed_fields,
-        event: item.clone(),
-        previous,
-        detected_at: now.to_string(),
-    }
 }
 
 fn no_sync_token() -> PassError {

@@ -20,7 +20,7 @@ fn version(id: &str, etag: &str) -> EventVersion {
         updated: Some("2026-11-27T10:00:00.000Z".into()),
         status: Some("confirmed".into()),
         generation: 1,
-        body: json!({"id": id, "etag": etag, "summary": "s"}),
+        body: json!({"id": id, "etag": etag, "summary": "s"}).into(),
     }
 }
 
@@ -35,7 +35,7 @@ fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
         sequence: Some(0),
         updated: None,
         changed_fields: vec![],
-        event: json!({"id": id}),
+        event: json!({"id": id}).into(),
         previous: None,
         detected_at: "2026-11-27T10:00:01.000Z".into(),
     }
