@@ -100,7 +100,7 @@ async fn write_loop(
 
 async fn write(store: &Store, page: PageWrite) -> Result<(), StoreError> {
     let s = store.clone();
-    tokio::task::spawn_blocking(move || s.apply_page(&page))
+    tokio::task::spawn_blocking(move || s.apply_page(page))
         .await
         .map_err(|e| StoreError::Backend(format!("store write task failed: {e}")))??;
     store.flush().await

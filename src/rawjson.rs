@@ -3,20 +3,25 @@
 //! `Value` trees and written out again; only the few fields the sync needs
 //! are read from them, and whole bodies are parsed only to diff an update.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// Valid JSON text, written out verbatim when serialized.
+/// Valid JSON text, written out verbatim when serialized. Cloning shares
+/// the text (a body is in both the stored version and its change record).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RawJson(Box<RawValue>);
+pub struct RawJson(Arc<RawValue>);
 
 impl RawJson {
     /// The JSON text of `value`.
     pub fn from_value(value: &Value) -> RawJson {
         // A Value always serializes (its map keys are strings).
-        RawJson(serde_json::value::to_raw_value(value).expect("a Value serializes"))
+        RawJson(Arc::from(
+            serde_json::value::to_raw_value(value).expect("a Value serializes"),
+        ))
     }
 
     /// The JSON text.

@@ -246,10 +246,20 @@ impl Store {
         })
     }
 
+    /// Whether any event of the calendar is stored.
+    pub fn has_events(&self, key: &CalendarKey) -> Result<bool, StoreError> {
+        Ok(self
+            .events
+            .scan_prefix(keys::calendar(key))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Writes one page atomically: event versions, deletions, change records
     /// and the calendar state (with the sync token when it is the last page).
     /// Either all of it is stored or none of it.
-    pub fn apply_page(&self, page: &PageWrite) -> Result<(), StoreError> {
+    pub fn apply_page(&self, page: PageWrite) -> Result<(), StoreError> {
         // Encode outside the transaction: its closure may run more than once.
         let upserts: Vec<(Vec<u8>, Vec<u8>)> = page
             .upserts
@@ -268,6 +278,7 @@ impl Store {
             .collect();
         let cal_key = keys::calendar(&page.calendar);
         let state = encode(&page.state);
+        drop(page); // only the encoded copies are needed from here on
         let result: Result<(), TransactionError<u64>> =
             (&self.events, &self.changes, &self.calendars).transaction(|(events, log, cals)| {
                 for (k, v) in &upserts {

@@ -98,6 +98,10 @@ impl Engine {
     ) -> Result<PassStats, PassError> {
         state.generation += 1;
         let generation = state.generation;
+        // Every event this pass stores is stamped with its generation, so
+        // when it starts on an empty calendar there is nothing to sweep (and
+        // the first sync of a big calendar need not read it all back).
+        let fresh = !self.store.has_events(&self.key)?;
         let mut stats = PassStats {
             kind,
             ..Default::default()
@@ -120,8 +124,10 @@ impl Engine {
             stats.items += page.items.len() as u64;
             let mut plan = self.plan(page.items, Some(generation))?;
             let last = page.next_page_token.is_none();
-            if last {
+            if last && !fresh {
                 self.sweep(&mut plan, generation)?;
+            }
+            if last {
                 state.sync_token = Some(page.next_sync_token.clone().ok_or_else(no_sync_token)?);
                 self.succeeded(&mut state);
             }

@@ -67,7 +67,7 @@ fn every_tree_round_trips() {
     {
         let store = Store::open(&path).expect("open");
         store
-            .apply_page(&page(&cal, &["aaa", "bbb"], &[1, 2], "tok1"))
+            .apply_page(page(&cal, &["aaa", "bbb"], &[1, 2], "tok1"))
             .expect("apply");
         let channel = ChannelRecord {
             id: "chan-1".into(),
@@ -125,7 +125,7 @@ fn awkward_calendar_ids_do_not_collide() {
             &format!("tok-{i}"),
         );
         p.state.events = 1;
-        store.apply_page(&p).expect("apply");
+        store.apply_page(p).expect("apply");
     }
     for (i, id) in ids.iter().enumerate() {
         let events: Vec<String> = store
@@ -156,11 +156,11 @@ fn apply_page_is_all_or_nothing() {
     let store = Store::open(&dir.path().join("store")).expect("open");
     let cal = key("primary");
     store
-        .apply_page(&page(&cal, &["aaa"], &[1], "tok1"))
+        .apply_page(page(&cal, &["aaa"], &[1], "tok1"))
         .expect("first page");
     // seq 1 is taken: the whole second page must be refused.
     let bad = page(&cal, &["bbb", "ccc"], &[2, 1], "tok2");
-    let err = store.apply_page(&bad).expect_err("duplicate seq");
+    let err = store.apply_page(bad).expect_err("duplicate seq");
     assert!(err.to_string().contains("seq 1 is already stored"), "{err}");
     assert_eq!(store.event(&cal, "bbb").expect("get"), None);
     assert_eq!(
@@ -210,7 +210,7 @@ fn a_corrupt_store_is_moved_aside_not_deleted() {
     {
         let store = Store::open(&path).expect("open");
         store
-            .apply_page(&page(&key("primary"), &["aaa"], &[1], "tok1"))
+            .apply_page(page(&key("primary"), &["aaa"], &[1], "tok1"))
             .expect("apply");
         store.flush_blocking().expect("flush");
     }
