@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::rawjson::RawJson;
 
 /// `id`, `etag`, `status`, `sequence`, `updated` and `recurringEventId`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventHead {
     pub id: Option<String>,
     pub etag: Option<String>,
@@ -25,25 +26,8 @@ impl EventHead {
         // Fast path: the fields have their documented types. Anything else
         // (a number where a string belongs, a repeated key) falls back to
         // reading the whole body as a `Value`.
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Typed {
-            id: Option<String>,
-            etag: Option<String>,
-            status: Option<String>,
-            sequence: Option<i64>,
-            updated: Option<String>,
-            recurring_event_id: Option<String>,
-        }
-        if let Ok(t) = body.parse::<Typed>() {
-            return EventHead {
-                id: t.id,
-                etag: t.etag,
-                status: t.status,
-                sequence: t.sequence,
-                updated: t.updated,
-                recurring_event_id: t.recurring_event_id,
-            };
+        if let Ok(head) = body.parse::<EventHead>() {
+            return head;
         }
         let v = body.to_value();
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
