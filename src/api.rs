@@ -121,8 +121,25 @@ impl Api {
                 _ = self.stop.cancelled() => {}
             }
         }
-        match self.store.changes_after(q.after, q.limit) {
-            Ok(changes) => {
+        // Retention only removes the oldest records, so reading the floor
+        // after the records tells whether any record after `after` was gone.
+        let read = self
+            .store
+            .changes_after(q.after, q.limit)
+            .and_then(|c| Ok((c, self.store.pruned_through()?)));
+        match read {
+            Ok((_, pruned)) if q.after < pruned => http::json(
+                StatusCode::GONE,
+                &json!({
+                    "error": format!(
+                        "records up to seq {pruned} were removed by feed.retention, so the feed after {} is incomplete; \
+                         re-read the state you mirror from Google, then continue with after={pruned}",
+                        q.after
+                    ),
+                    "pruned_through": pruned,
+                }),
+            ),
+            Ok((changes, _)) => {
                 let next = changes.last().map_or(q.after, |c| c.seq);
                 http::json(StatusCode::OK, &json!({ "changes": changes, "next": next }))
             }

@@ -16,7 +16,7 @@ use crate::accounts::Starter;
 use crate::api::Api;
 use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle, Scheduler};
 use crate::config::{Config, OnCalendarRemoved};
-use crate::feed::Feed;
+use crate::feed::{Feed, Retention};
 use crate::hook::Hook;
 use crate::http::{self, DRAIN_LIMIT};
 use crate::logging::LogHandle;
@@ -96,7 +96,17 @@ pub async fn run(
     }
     let tracker = TaskTracker::new();
     let metrics = Metrics::new();
-    let feed = Feed::start(store.clone(), stop.clone(), &tracker, metrics.clone())?;
+    let retention = Retention {
+        keep: config.feed.retention,
+        sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+    };
+    let feed = Feed::start(
+        store.clone(),
+        retention,
+        stop.clone(),
+        &tracker,
+        metrics.clone(),
+    )?;
     let board = StatusBoard::default();
     let starter = Starter::new(
         &config,
@@ -341,6 +351,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         || old.channels.renew_before != new.channels.renew_before
     {
         out.push("channels");
+    }
+    let sinks = |c: &Config| c.sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    if old.feed.retention != new.feed.retention || sinks(old) != sinks(new) {
+        out.push("feed.retention/sinks");
     }
     if old.sync.poll_interval != new.sync.poll_interval
         || old.sync.debounce != new.sync.debounce

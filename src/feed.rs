@@ -2,12 +2,35 @@
 //! each change record the next `seq`, writes the page in one store
 //! transaction, makes it durable, and only then publishes the new head, which
 //! wakes long-polling readers. One task owns the seq counter, so no lock.
+//! The same task applies `feed.retention` between pages: records older than
+//! it, and already passed by every sink, are removed oldest first.
+
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{KindLabels, Metrics};
 use crate::store::{ChangeKind, PageWrite, Store, StoreError};
+
+/// What `feed.retention` keeps.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Records are kept at least this long after they were detected.
+    pub keep: Duration,
+    /// Configured sinks: records are also kept until each has passed them.
+    pub sinks: Vec<String>,
+}
+
+impl Retention {
+    /// How often the writer looks for records to remove.
+    fn every(&self) -> Duration {
+        (self.keep / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+    }
+}
+
+/// Records removed per transaction; more are removed on the next turn.
+const PRUNE_BATCH: usize = 5000;
 
 /// Sends pages to the writer and watches the head of the feed.
 #[derive(Clone)]
@@ -21,6 +44,7 @@ impl Feed {
     /// is dropped or `stop` fires (after the page in hand).
     pub fn start(
         store: Store,
+        retention: Retention,
         stop: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
         metrics: Metrics,
@@ -28,7 +52,13 @@ impl Feed {
         let last = store.last_seq()?;
         let (head_tx, head) = watch::channel(last);
         let (tx, rx) = mpsc::channel(16);
-        tracker.spawn(write_loop(store, rx, head_tx, last + 1, stop, metrics));
+        let writer = Writer {
+            store,
+            head: head_tx,
+            next: last + 1,
+            metrics,
+        };
+        tracker.spawn(writer.run(rx, retention, stop));
         Ok(Feed { tx, head })
     }
 
@@ -56,45 +86,104 @@ impl Feed {
     }
 }
 
-async fn write_loop(
+type Request = (PageWrite, oneshot::Sender<Result<(), StoreError>>);
+
+/// The writer task's state: the next seq is its alone.
+struct Writer {
     store: Store,
-    mut rx: mpsc::Receiver<(PageWrite, oneshot::Sender<Result<(), StoreError>>)>,
     head: watch::Sender<u64>,
-    mut next: u64,
-    stop: CancellationToken,
+    next: u64,
     metrics: Metrics,
-) {
-    loop {
-        let (mut page, reply) = tokio::select! {
-            _ = stop.cancelled() => return,
-            msg = rx.recv() => match msg { Some(m) => m, None => return },
-        };
-        let first = next;
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        retention: Retention,
+        stop: CancellationToken,
+    ) {
+        let mut prune_at = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                msg = rx.recv() => match msg {
+                    Some((page, reply)) => {
+                        let result = self.page(page).await;
+                        // The engine may have stopped waiting (shutdown); the page is durable either way.
+                        let _ = reply.send(result);
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(prune_at) => {
+                    let full_batch = self.prune(&retention).await;
+                    prune_at = tokio::time::Instant::now()
+                        + if full_batch { Duration::ZERO } else { retention.every() };
+                }
+            }
+        }
+    }
+
+    async fn page(&mut self, mut page: PageWrite) -> Result<(), StoreError> {
+        let first = self.next;
         for change in &mut page.changes {
-            change.seq = next;
-            next += 1;
+            change.seq = self.next;
+            self.next += 1;
         }
         let kinds: Vec<ChangeKind> = page.changes.iter().map(|c| c.change).collect();
-        let result = write(&store, page).await;
+        let result = write(&self.store, page).await;
         if result.is_err() {
-            next = first; // nothing was written; the seqs are free again
-        } else if next != first {
-            head.send_replace(next - 1);
-            metrics.feed_head.set((next - 1) as i64);
+            self.next = first; // nothing was written; the seqs are free again
+        } else if self.next != first {
+            self.head.send_replace(self.next - 1);
+            self.metrics.feed_head.set((self.next - 1) as i64);
             for kind in kinds {
                 let kind = match kind {
                     ChangeKind::Created => "created",
                     ChangeKind::Updated => "updated",
                     ChangeKind::Deleted => "deleted",
                 };
-                metrics
+                self.metrics
                     .change_records
                     .get_or_create(&KindLabels { kind })
                     .inc();
             }
         }
-        // The engine may have stopped waiting (shutdown); the page is durable either way.
-        let _ = reply.send(result);
+        result
+    }
+
+    /// One retention turn; true when it removed a full batch (more may be due).
+    async fn prune(&self, retention: &Retention) -> bool {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention.keep).unwrap_or(chrono::Duration::MAX);
+        let store = self.store.clone();
+        let sinks = retention.sinks.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            // A sink that never acknowledged anything holds every record.
+            let mut max_seq = u64::MAX;
+            for sink in &sinks {
+                max_seq = max_seq.min(store.cursor(sink)?.unwrap_or(0));
+            }
+            store.prune_changes(cutoff, max_seq, PRUNE_BATCH)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("prune task failed: {e}")))
+        .and_then(|r| r);
+        self.metrics.feed_prune_passes.inc();
+        match result {
+            Ok(0) => false,
+            Ok(n) => {
+                self.metrics.feed_pruned.inc_by(n as u64);
+                let through = self.store.pruned_through().unwrap_or(0);
+                tracing::info!(removed = n, through_seq = through, retention = %humantime::format_duration(retention.keep), "feed retention removed old change records");
+                n == PRUNE_BATCH
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "feed retention failed; no records were removed");
+                false
+            }
+        }
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub sync_lag: Family<CalendarLabels, FloatGauge>,
     pub channel_expiry: Family<CalendarLabels, FloatGauge>,
     pub feed_head: Gauge,
+    pub feed_pruned: Counter,
+    pub feed_prune_passes: Counter,
     pub store_bytes: Gauge,
     pub resident_bytes: Gauge,
     pub cpu_seconds: FloatGauge,
@@ -89,6 +91,8 @@ impl Metrics {
             sync_lag: Family::default(),
             channel_expiry: Family::default(),
             feed_head: Gauge::default(),
+            feed_pruned: Counter::default(),
+            feed_prune_passes: Counter::default(),
             store_bytes: Gauge::default(),
             resident_bytes: Gauge::default(),
             cpu_seconds: FloatGauge::default(),
@@ -149,6 +153,16 @@ impl Metrics {
             "feed_head_seq",
             "Highest seq in the change feed",
             m.feed_head.clone(),
+        );
+        r.register(
+            "feed_pruned_records",
+            "Change records removed by feed.retention",
+            m.feed_pruned.clone(),
+        );
+        r.register(
+            "feed_retention_passes",
+            "Times the feed writer looked for records older than feed.retention",
+            m.feed_prune_passes.clone(),
         );
         r.register(
             "store_size_bytes",

@@ -29,6 +29,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Set when a corrupt store was replaced: the feed's seqs continue above it.
 const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
+/// The highest seq removed by feed retention: readers behind it missed records.
+const PRUNED_KEY: &[u8] = b"pruned_through";
 /// sled keeps up to this much in its page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -318,9 +320,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The highest `seq` stored (0 for an empty log), or the seq floor set
-    /// when a corrupt store was replaced, whichever is higher: the next
-    /// record gets `last_seq() + 1`.
+    /// The highest `seq` stored (0 for an empty log), the seq floor set
+    /// when a corrupt store was replaced, or the highest seq retention
+    /// removed, whichever is highest: the next record gets `last_seq() + 1`.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         let stored = self
             .changes
@@ -333,7 +335,74 @@ impl Store {
             .get(SEQ_FLOOR_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        Ok(stored.max(floor))
+        // Retention may have removed every record: never hand a seq out twice.
+        Ok(stored.max(floor).max(self.pruned_through()?))
+    }
+
+    /// The highest seq that feed retention removed (0 when none was).
+    pub fn pruned_through(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .open_tree("meta")?
+            .get(PRUNED_KEY)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    /// Removes up to `limit` of the oldest change records that were detected
+    /// before `cutoff` and have `seq <= max_seq`, and raises
+    /// [`Store::pruned_through`] to the last one, in one transaction.
+    /// Stops at the first record that is too young or too high; a record
+    /// whose age cannot be read is an error (it is never removed unread).
+    pub fn prune_changes(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        max_seq: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Age {
+            detected_at: String,
+        }
+        let mut doomed: Vec<sled::IVec> = Vec::new();
+        for item in self.changes.iter().take(limit) {
+            let (k, v) = item?;
+            let seq = k
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            let age: Age = decode("changes", &k, &v)?;
+            let detected = chrono::DateTime::parse_from_rfc3339(&age.detected_at).map_err(|e| {
+                StoreError::Decode {
+                    tree: "changes",
+                    key: seq.to_string(),
+                    reason: format!("detected_at {:?}: {e}", age.detected_at),
+                }
+            })?;
+            if seq > max_seq || detected >= cutoff {
+                break;
+            }
+            doomed.push(k);
+        }
+        let Some(last) = doomed.last() else {
+            return Ok(0);
+        };
+        let last = last.to_vec();
+        let meta = self.db.open_tree("meta")?;
+        let result: Result<(), TransactionError<()>> =
+            (&self.changes, &meta).transaction(|(log, meta)| {
+                for k in &doomed {
+                    log.remove(k)?;
+                }
+                meta.insert(PRUNED_KEY, last.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(e) => StoreError::from(e),
+            TransactionError::Abort(()) => StoreError::Backend("prune aborted".into()),
+        })?;
+        Ok(doomed.len())
     }
 
     // ----- channels -----

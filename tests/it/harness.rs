@@ -29,6 +29,8 @@ pub struct Setup {
     pub debounce: &'static str,
     /// Make the calendar one Google does not push for.
     pub pushless: bool,
+    /// Top-level tables after `[[accounts]]` (`[feed]`, `[[sinks]]`).
+    pub tail: &'static str,
 }
 
 impl Default for Setup {
@@ -44,6 +46,7 @@ impl Default for Setup {
             channels: "",
             debounce: "0s",
             pushless: false,
+            tail: "",
         }
     }
 }
@@ -111,6 +114,7 @@ retry_base = "50ms"
 name = "emu"
 credentials_file = "sa.json"
 calendars = {calendars}
+{tail}
 "#,
             root = self.emu.api_root(),
             page = setup.page_size,
@@ -118,6 +122,7 @@ calendars = {calendars}
             extra = setup.sync_extra,
             channels = setup.channels,
             debounce = setup.debounce,
+            tail = setup.tail,
             calendars = if self.calendars == "all" {
                 "\"all\"".to_string()
             } else {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod ops;
 mod push;
 mod readme;
+mod retention;
 mod store;
 mod support;
 mod sync;

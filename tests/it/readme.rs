@@ -10,7 +10,7 @@ use crate::support::{bin, TempDir};
 const README: &str = include_str!("../../README.md");
 
 /// The ```sh block after the `feed-loop` marker.
-fn feed_loop() -> String {
+pub fn feed_loop() -> String {
     let after = README
         .split("<!-- feed-loop:")
         .nth(1)
@@ -26,7 +26,7 @@ fn feed_loop() -> String {
         .to_string()
 }
 
-fn have(tool: &str) -> bool {
+pub fn have(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
         .output()

@@ -258,3 +258,48 @@ fn a_corrupt_store_is_moved_aside_not_deleted() {
         "the floor must survive a restart"
     );
 }
+
+#[test]
+fn retention_removes_the_oldest_records_up_to_age_and_seq_limits() {
+    let dir = TempDir::new("prune");
+    let store = Store::open(&dir.path().join("store")).expect("open");
+    let cal = key("primary");
+    store
+        .apply_page(page(&cal, &["a", "b", "c"], &[1, 2, 3], "tok"))
+        .expect("page");
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .expect("time")
+            .with_timezone(&chrono::Utc)
+    };
+    // The records were detected at 10:00:01.
+    let after = at("2026-11-27T10:00:02Z");
+    let before = at("2026-11-27T10:00:00Z");
+    assert_eq!(
+        store.prune_changes(before, u64::MAX, 100).expect("prune"),
+        0
+    );
+    assert_eq!(
+        store.prune_changes(after, 2, 100).expect("prune"),
+        2,
+        "a sink at seq 2 holds seq 3"
+    );
+    assert_eq!(store.pruned_through().expect("floor"), 2);
+    let left: Vec<u64> = store
+        .changes_after(0, 10)
+        .expect("log")
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(left, [3]);
+    assert_eq!(store.prune_changes(after, u64::MAX, 100).expect("prune"), 1);
+    assert_eq!(store.pruned_through().expect("floor"), 3);
+    assert!(store.changes_after(0, 10).expect("log").is_empty());
+    assert_eq!(
+        store.last_seq().expect("seq"),
+        3,
+        "a removed seq is never handed out again"
+    );
+    // The event versions are not the feed's: they stay.
+    assert!(store.event(&cal, "a").expect("get").is_some());
+}
