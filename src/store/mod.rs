@@ -2,7 +2,7 @@
 //! imports sled; everything else sees [`Store`] and the plain records of
 //! [`records`].
 //!
-//! Trees: `meta` (schema version), `calendars` (calendar key -> state and
+//! Trees: `meta` (schema version, seq floor, highest pruned seq), `calendars` (calendar key -> state and
 //! sync token), `events` (calendar key + event id -> version and body),
 //! `channels` (channel id -> channel), `changes` (big-endian seq -> change
 //! record) and `cursors` (sink name -> seq).
@@ -72,6 +72,8 @@ impl From<sled::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Schema version, seq floor, highest pruned seq.
+    meta: sled::Tree,
     calendars: sled::Tree,
     events: sled::Tree,
     channels: sled::Tree,
@@ -159,6 +161,7 @@ impl Store {
             }
         }
         Ok(Store {
+            meta,
             calendars: db.open_tree("calendars")?,
             events: db.open_tree("events")?,
             channels: db.open_tree("channels")?,
@@ -184,9 +187,7 @@ impl Store {
     /// Writes the schema version (tests use it to fake a newer store).
     #[doc(hidden)]
     pub fn set_schema_version_for_tests(&self, version: u32) -> Result<(), StoreError> {
-        self.db
-            .open_tree("meta")?
-            .insert(SCHEMA_KEY, &version.to_be_bytes())?;
+        self.meta.insert(SCHEMA_KEY, &version.to_be_bytes())?;
         Ok(())
     }
 
@@ -330,8 +331,7 @@ impl Store {
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         let floor = self
-            .db
-            .open_tree("meta")?
+            .meta
             .get(SEQ_FLOOR_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
@@ -342,8 +342,7 @@ impl Store {
     /// The highest seq that feed retention removed (0 when none was).
     pub fn pruned_through(&self) -> Result<u64, StoreError> {
         Ok(self
-            .db
-            .open_tree("meta")?
+            .meta
             .get(PRUNED_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0))
@@ -389,9 +388,8 @@ impl Store {
             return Ok(0);
         };
         let last = last.to_vec();
-        let meta = self.db.open_tree("meta")?;
         let result: Result<(), TransactionError<()>> =
-            (&self.changes, &meta).transaction(|(log, meta)| {
+            (&self.changes, &self.meta).transaction(|(log, meta)| {
                 for k in &doomed {
                     log.remove(k)?;
                 }
