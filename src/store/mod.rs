@@ -474,25 +474,41 @@ impl Store {
     }
 }
 
+/// How long an open waits for the store's lock. sled releases it from its
+/// background threads shortly after the last handle is dropped, so a store
+/// reopened in the same process can find it still held for a moment.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(CACHE_BYTES)
-        .open()
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Err(e) if is_locked(&e) && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// sled reports its flock failure as an Io error with this text (sled 0.34
+/// config.rs try_lock); there is no typed variant.
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 /// Turns sled's open errors into ones that name the path and say what to do.
 fn classify_open(e: sled::Error, path: &Path) -> StoreError {
-    match &e {
-        // sled reports its flock failure as an Io error with this text
-        // (sled 0.34 config.rs try_lock); there is no typed variant.
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Locked {
-                path: path.to_path_buf(),
-            }
-        }
-        _ => StoreError::Backend(format!("cannot open the store at {}: {e}", path.display())),
+    if is_locked(&e) {
+        return StoreError::Locked {
+            path: path.to_path_buf(),
+        };
     }
+    StoreError::Backend(format!("cannot open the store at {}: {e}", path.display()))
 }
 
 /// sled cannot read what is on disk: its own corruption check, or a `conf`
