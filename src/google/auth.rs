@@ -188,10 +188,7 @@ impl Authenticator {
                         "token endpoint answered {status} {code}; re-authorise the account"
                     )));
                 }
-                let body: TokenResponse = resp
-                    .json()
-                    .await
-                    .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+                let body: TokenResponse = super::client::read_json(resp, "token endpoint").await?;
                 Ok((
                     Secret::new(body.access_token),
                     Duration::from_secs(body.expires_in.unwrap_or(3599)),

@@ -108,13 +108,7 @@ impl GoogleClient {
         let resp = self
             .send(|http| http.request(Method::GET, url.clone()).query(&query))
             .await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            GoogleError::Transient(format!("events.list answer is not JSON: {e}").into())
-        })
+        read_json(resp, "events.list").await
     }
 
     /// events.watch: a channel on the calendar's events.
@@ -157,10 +151,7 @@ impl GoogleClient {
         let resp = self
             .send(|http| http.request(Method::POST, url.clone()).json(&body))
             .await?;
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        let v: Value = read_json(resp, "watch").await?;
         let resource_id = v
             .get("resourceId")
             .and_then(Value::as_str)
@@ -205,10 +196,7 @@ impl GoogleClient {
         let resp = self
             .send(|http| http.request(Method::GET, url.clone()).query(&query))
             .await?;
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        let v: Value = read_json(resp, "calendarList.list").await?;
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
         let items = v
             .get("items")
@@ -223,29 +211,33 @@ impl GoogleClient {
         &self,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<reqwest::Response, GoogleError> {
-        self.limiter.acquire().await;
         let token = self.auth.token().await?;
-        let resp = build(&self.http)
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        let resp = self.send_once(&build, &token).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return classify(resp).await;
         }
         let token = self.auth.refresh().await?;
-        self.limiter.acquire().await;
-        let resp = build(&self.http)
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+        let resp = self.send_once(&build, &token).await?;
         match classify(resp).await {
             Err(GoogleError::Unauthorized(_)) => Err(GoogleError::Unauthorized(
                 "Google refused a fresh access token; re-authorise the account".into(),
             )),
             other => other,
         }
+    }
+
+    /// One rate-limited, authorized request.
+    async fn send_once(
+        &self,
+        build: &impl Fn(&reqwest::Client) -> RequestBuilder,
+        token: &crate::secret::Secret,
+    ) -> Result<reqwest::Response, GoogleError> {
+        self.limiter.acquire().await;
+        build(&self.http)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(|e| GoogleError::Transient(Box::new(e)))
     }
 }
 
@@ -294,4 +286,19 @@ async fn classify(resp: reqwest::Response) -> Result<reqwest::Response, GoogleEr
             message,
         },
     })
+}
+
+/// The body of a successful answer, parsed; a body that does not arrive or
+/// is not the JSON expected is transient (a proxy's error page, a cut
+/// connection).
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    what: &str,
+) -> Result<T, GoogleError> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| GoogleError::Transient(Box::new(e)))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GoogleError::Transient(format!("{what} answer is not JSON: {e}").into()))
 }
