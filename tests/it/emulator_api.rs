@@ -667,32 +667,13 @@ async fn cp20_injected_errors_have_googles_shapes_and_quotas_are_enforced() {
         per_user_per_minute: 7,
         ..Default::default()
     });
-    let (status, _) = api
-        .call(
-            Method::PATCH,
-            &format!("{EVENTS}/nonexistent0"),
-            &[],
-            Some(json!({})),
-        )
-        .await;
+    let missing = format!("{EVENTS}/nonexistent0");
+    let patch = || api.call(Method::PATCH, &missing, &[], Some(json!({})));
+    let (status, _) = patch().await;
     assert_eq!(status, 404, "patch costs 3 units, 3 of 7 used");
-    let (status, _) = api
-        .call(
-            Method::PATCH,
-            &format!("{EVENTS}/nonexistent0"),
-            &[],
-            Some(json!({})),
-        )
-        .await;
+    let (status, _) = patch().await;
     assert_eq!(status, 404, "6 of 7 used");
-    let (status, body) = api
-        .call(
-            Method::PATCH,
-            &format!("{EVENTS}/nonexistent0"),
-            &[],
-            Some(json!({})),
-        )
-        .await;
+    let (status, body) = patch().await;
     assert_eq!(
         (status, reason(&body)),
         (403, "userRateLimitExceeded"),
