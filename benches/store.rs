@@ -6,8 +6,10 @@
 //! process so that its peak RSS is its own.
 //! Run: `cargo bench --bench store`. Prints markdown rows.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
+use gcal_syncd::demo::dates;
 use gcal_syncd::rawjson::RawJson;
 use gcal_syncd::store::*;
 use serde_json::json;
@@ -54,17 +56,17 @@ fn run(page: usize) {
                 change: ChangeKind::Created,
                 etag: Some("\"3481516243862000\"".into()),
                 sequence: Some(0),
-                updated: Some("2026-11-27T10:00:00.000Z".into()),
+                updated: Some(NOW.clone()),
                 changed_fields: vec![],
                 event: body.clone(),
                 previous: None,
-                detected_at: "2026-11-27T10:00:01.000Z".into(),
+                detected_at: NOW.clone(),
             });
             upserts.push(EventVersion {
                 id,
                 etag: Some("\"3481516243862000\"".into()),
                 sequence: Some(0),
-                updated: Some("2026-11-27T10:00:00.000Z".into()),
+                updated: Some(NOW.clone()),
                 status: Some("confirmed".into()),
                 generation: 1,
                 body,
@@ -98,6 +100,11 @@ fn run(page: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The time every record and body carries: the bench's start, in Google's
+/// millisecond form (the same length as any other).
+static NOW: LazyLock<String> =
+    LazyLock::new(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+
 /// xorshift64: ids that land all over the key space, as Google's do.
 fn random_id(state: &mut u64) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
@@ -120,15 +127,15 @@ fn body(id: &str, i: usize) -> serde_json::Value {
         "id": id,
         "status": "confirmed",
         "htmlLink": format!("https://www.google.com/calendar/event?eid={id}"),
-        "created": "2026-11-27T10:00:00.000Z",
-        "updated": "2026-11-27T10:00:00.000Z",
+        "created": *NOW,
+        "updated": *NOW,
         "summary": format!("event {i}"),
         "description": "a typical event body with a few fields",
         "location": "Room 4",
         "creator": {"email": organizer, "self": true},
         "organizer": {"email": organizer, "self": true},
-        "start": {"dateTime": format!("2026-12-{:02}T{:02}:00:00Z", 1 + i % 28, i % 24), "timeZone": "UTC"},
-        "end": {"dateTime": format!("2026-12-{:02}T{:02}:30:00Z", 1 + i % 28, i % 24), "timeZone": "UTC"},
+        "start": {"dateTime": dates::utc(1 + (i % 28) as i64, (i % 24) as u32, 0), "timeZone": "UTC"},
+        "end": {"dateTime": dates::utc(1 + (i % 28) as i64, (i % 24) as u32, 30), "timeZone": "UTC"},
         "iCalUID": format!("{id}{}google.com", '@'),
         "sequence": 0,
         "reminders": {"useDefault": true},

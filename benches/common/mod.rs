@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gcal_syncd::config::Config;
 use gcal_syncd::daemon::{self, Control, Listeners};
+use gcal_syncd::demo::dates;
 use gcal_syncd::emulator::{Emulator, Options};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -33,8 +34,8 @@ pub fn event(i: usize) -> Value {
         "summary": format!("event {i}"),
         "description": "a typical event body with a few fields",
         "location": "Room 4",
-        "start": {"dateTime": format!("2026-12-{:02}T{:02}:00:00Z", 1 + i % 28, i % 24)},
-        "end": {"dateTime": format!("2026-12-{:02}T{:02}:30:00Z", 1 + i % 28, i % 24)},
+        "start": {"dateTime": dates::utc(1 + (i % 28) as i64, (i % 24) as u32, 0)},
+        "end": {"dateTime": dates::utc(1 + (i % 28) as i64, (i % 24) as u32, 30)},
     })
 }
 

@@ -5,6 +5,7 @@
 //! Shows only behaviour the daemon has; adds none.
 
 pub mod check;
+pub mod dates;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -147,7 +148,7 @@ impl Demo {
         )
         .await;
         self.step(&mut failures, "time change (sequence bump)", vec![Expect::updated(&e(2), &["end", "sequence", "start"])], |emu| async move {
-            let _ = emu.edit(CAL, Edit::Patch(e(2), json!({"start": {"dateTime": "2026-12-15T14:00:00Z"}, "end": {"dateTime": "2026-12-15T15:00:00Z"}})), true).await;
+            let _ = emu.edit(CAL, Edit::Patch(e(2), json!({"start": {"dateTime": dates::utc(15, 14, 0)}, "end": {"dateTime": dates::utc(15, 15, 0)}})), true).await;
         }).await;
         self.step(
             &mut failures,
@@ -173,7 +174,11 @@ impl Demo {
             },
         )
         .await;
-        let instance = format!("{series}_20261209T080000Z");
+        // The series starts on a winter Monday at 09:00 Berlin (08:00 UTC).
+        let instance = format!(
+            "{series}{}",
+            dates::instance_suffix(dates::winter_monday(), 2, 8)
+        );
         let inst = instance.clone();
         self.step(
             &mut failures,
@@ -186,7 +191,7 @@ impl Demo {
         .await;
         let burst: Vec<String> = ids.iter().skip(5).take(20).cloned().collect();
         self.burst(&mut failures, &burst).await;
-        let born = json!({"summary": "Born in the gap", "start": {"dateTime": "2026-12-20T10:00:00Z"}, "end": {"dateTime": "2026-12-20T11:00:00Z"}, "id": "borninthegap01"});
+        let born = json!({"summary": "Born in the gap", "start": {"dateTime": dates::utc(20, 10, 0)}, "end": {"dateTime": dates::utc(20, 11, 0)}, "id": "borninthegap01"});
         let gap_want = vec![
             Expect::updated(&e(26), &["location"]),
             Expect::deleted(&e(27)),
@@ -454,7 +459,7 @@ impl Demo {
         );
         println!("   curl -s http://{}/v1/calendars | jq .", self.api);
         println!("   curl -s -X PATCH -H 'Content-Type: application/json' -d '{{\"summary\":\"by hand\"}}' {}/emulator/v1/calendars/{cal}/events/EVENT_ID", self.emu.url());
-        println!("   curl -s -X POST -H 'Content-Type: application/json' -d '{{\"summary\":\"new\",\"start\":{{\"dateTime\":\"2026-12-01T10:00:00Z\"}},\"end\":{{\"dateTime\":\"2026-12-01T11:00:00Z\"}}}}' {}/emulator/v1/calendars/{cal}/events", self.emu.url());
+        println!("   curl -s -X POST -H 'Content-Type: application/json' -d '{{\"summary\":\"new\",\"start\":{{\"dateTime\":\"{}\"}},\"end\":{{\"dateTime\":\"{}\"}}}}' {}/emulator/v1/calendars/{cal}/events", dates::utc(1, 10, 0), dates::utc(1, 11, 0), self.emu.url());
         println!(
             "   gcal-syncd status --config {}",
             self.dir.join("config.toml").display()
@@ -521,20 +526,21 @@ async fn seed(emu: &Emulator) -> Result<(), String> {
         "Board meeting",
     ];
     for i in 0..30 {
-        let day = 1 + i % 28;
+        let day = i64::from(1 + i % 28);
         let body = json!({
             "summary": format!("{} #{i}", names[i as usize % names.len()]),
-            "start": {"dateTime": format!("2026-12-{day:02}T{:02}:00:00Z", 8 + i % 9)},
-            "end": {"dateTime": format!("2026-12-{day:02}T{:02}:30:00Z", 8 + i % 9)},
+            "start": {"dateTime": dates::utc(day, 8 + i % 9, 0)},
+            "end": {"dateTime": dates::utc(day, 8 + i % 9, 30)},
         });
         emu.edit(CAL, Edit::Insert(body), false)
             .await
             .map_err(|e| e.message)?;
     }
+    let monday = dates::winter_monday();
     let series = json!({
         "summary": "Daily check-in", "recurrence": ["RRULE:FREQ=DAILY;COUNT=10"],
-        "start": {"dateTime": "2026-12-07T09:00:00", "timeZone": "Europe/Berlin"},
-        "end": {"dateTime": "2026-12-07T09:15:00", "timeZone": "Europe/Berlin"},
+        "start": {"dateTime": dates::at(monday, 9, 0), "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": dates::at(monday, 9, 15), "timeZone": "Europe/Berlin"},
     });
     emu.edit(CAL, Edit::Insert(series), false)
         .await

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use gcal_syncd::demo::dates;
 use gcal_syncd::emulator::{Emulator, Options};
 use serde_json::{json, Value};
 
@@ -228,12 +229,12 @@ pub fn reason(body: &Value) -> &str {
     body["error"]["errors"][0]["reason"].as_str().unwrap_or("")
 }
 
-/// A timed event body.
+/// A timed event body, `day` days from today.
 pub fn event(summary: &str, day: u32) -> Value {
     json!({
         "summary": summary,
-        "start": {"dateTime": format!("2026-12-{day:02}T10:00:00Z")},
-        "end": {"dateTime": format!("2026-12-{day:02}T11:00:00Z")},
+        "start": {"dateTime": dates::utc(i64::from(day), 10, 0)},
+        "end": {"dateTime": dates::utc(i64::from(day), 11, 0)},
     })
 }
 

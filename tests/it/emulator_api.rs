@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use gcal_syncd::demo::dates;
 use gcal_syncd::emulator::{Edit, Options};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -86,13 +87,16 @@ async fn cp02_next_sync_token_only_on_the_last_page_and_never_after_forbidden_fi
     let (items, token) = api.list_all(EVENTS, &[("maxResults", "2")]).await;
     assert_eq!(items.len(), 5);
     assert!(token.is_some());
+    let yesterday = dates::utc(-1, 0, 0);
     for filter in [
         ("orderBy", "updated"),
         ("q", "e1"),
         ("iCalUID", "x@google.com"),
         ("privateExtendedProperty", "a=b"),
-        ("updatedMin", "2026-11-01T00:00:00Z"),
+        ("updatedMin", yesterday.as_str()),
     ] {
+        let (status, body) = api.get(EVENTS, &[filter]).await;
+        assert_eq!(status, 200, "{filter:?}: {body}");
         let (_, token) = api.list_all(EVENTS, &[filter]).await;
         assert!(token.is_none(), "nextSyncToken after {filter:?}");
     }
@@ -103,13 +107,18 @@ async fn cp03_forbidden_combinations_are_400() {
     let (_emu, api, _) = seeded(1).await;
     let (_, token) = api.list_all(EVENTS, &[]).await;
     let token = token.expect("sync token");
+    let (last_month, next_year, yesterday) = (
+        dates::utc(-30, 0, 0),
+        dates::utc(365, 0, 0),
+        dates::utc(-1, 0, 0),
+    );
     for (k, v) in [
         ("orderBy", "updated"),
         ("q", "x"),
         ("iCalUID", "x"),
-        ("timeMin", "2026-01-01T00:00:00Z"),
-        ("timeMax", "2027-01-01T00:00:00Z"),
-        ("updatedMin", "2026-11-01T00:00:00Z"),
+        ("timeMin", last_month.as_str()),
+        ("timeMax", next_year.as_str()),
+        ("updatedMin", yesterday.as_str()),
         ("privateExtendedProperty", "a=b"),
         ("sharedExtendedProperty", "a=b"),
         ("showDeleted", "false"),
@@ -124,13 +133,15 @@ async fn cp03_forbidden_combinations_are_400() {
         .get(
             EVENTS,
             &[
-                ("timeMin", "2026-02-01T00:00:00Z"),
-                ("timeMax", "2026-01-01T00:00:00Z"),
+                ("timeMin", &dates::utc(31, 0, 0)),
+                ("timeMax", &dates::utc(0, 0, 0)),
             ],
         )
         .await;
     assert_eq!((status, reason(&body)), (400, "timeRangeEmpty"));
-    let (status, _) = api.get(EVENTS, &[("timeMin", "2026-02-01T00:00:00")]).await;
+    let (status, _) = api
+        .get(EVENTS, &[("timeMin", &dates::at(dates::date(31), 0, 0))])
+        .await;
     assert_eq!(status, 400, "timeMin without an offset");
 }
 
@@ -248,16 +259,26 @@ async fn cp05_incremental_gives_each_change_once_shuffled_with_minimal_tombstone
     assert_eq!(tomb["status"], "cancelled");
 }
 
+/// The id of the instance `days` into the daily 09:00 Berlin (08:00 UTC)
+/// series of [`series_setup`].
+fn standup(master: &str, days: i64) -> String {
+    format!(
+        "{master}{}",
+        dates::instance_suffix(dates::winter_monday(), days, 8)
+    )
+}
+
 async fn series_setup() -> (gcal_syncd::emulator::Emulator, Api, String, String) {
     let emu = emu::start_default().await;
     let api = Api::new(&emu).await;
+    let monday = dates::winter_monday();
     let (_, master) = api
         .post(
             EVENTS,
             json!({
                 "summary": "standup",
-                "start": {"dateTime": "2026-12-07T09:00:00+01:00", "timeZone": "Europe/Berlin"},
-                "end": {"dateTime": "2026-12-07T09:15:00+01:00", "timeZone": "Europe/Berlin"},
+                "start": {"dateTime": dates::at(monday, 9, 0) + "+01:00", "timeZone": "Europe/Berlin"},
+                "end": {"dateTime": dates::at(monday, 9, 15) + "+01:00", "timeZone": "Europe/Berlin"},
                 "recurrence": ["RRULE:FREQ=DAILY;COUNT=5"],
             }),
         )
@@ -266,7 +287,7 @@ async fn series_setup() -> (gcal_syncd::emulator::Emulator, Api, String, String)
     let (_, single) = api.post(EVENTS, event("single", 3)).await;
     let single_id = single["id"].as_str().expect("id").to_string();
     // Cancel the third instance and delete the single event.
-    let inst = format!("{master_id}_20261209T080000Z");
+    let inst = standup(&master_id, 2);
     let (status, body) = api
         .call(Method::DELETE, &format!("{EVENTS}/{inst}"), &[], None)
         .await;
@@ -281,7 +302,7 @@ async fn series_setup() -> (gcal_syncd::emulator::Emulator, Api, String, String)
 #[tokio::test(flavor = "multi_thread")]
 async fn cp06_show_deleted_by_single_events_matrix_and_get_returns_cancelled() {
     let (_emu, api, master, single) = series_setup().await;
-    let inst = format!("{master}_20261209T080000Z");
+    let inst = standup(&master, 2);
     let list = |sd: &'static str, se: &'static str| {
         let api = &api;
         async move {
@@ -377,7 +398,7 @@ async fn cp07_410_for_invalidated_expired_and_purged_tokens_and_double_delete() 
     assert_eq!(status, 410, "expired token");
 
     let (status, body) = api
-        .get(EVENTS, &[("updatedMin", "2020-01-01T00:00:00Z")])
+        .get(EVENTS, &[("updatedMin", &dates::utc(-60, 0, 0))])
         .await;
     assert_eq!((status, reason(&body)), (410, "updatedMinTooLongAgo"));
     let (status, body) = api
@@ -403,13 +424,14 @@ async fn cp08_ids_duplicates_series_instances_and_times() {
     let (status, body) = api.post(EVENTS, good).await;
     assert_eq!((status, reason(&body)), (409, "duplicate"));
 
+    let monday = dates::winter_monday();
     let (_, master) = api
         .post(
             EVENTS,
             json!({
                 "summary": "weekly", "recurrence": ["RRULE:FREQ=WEEKLY;BYDAY=MO;COUNT=3"],
-                "start": {"dateTime": "2026-12-07T10:00:00", "timeZone": "America/New_York"},
-                "end": {"dateTime": "2026-12-07T10:30:00", "timeZone": "America/New_York"},
+                "start": {"dateTime": dates::at(monday, 10, 0), "timeZone": "America/New_York"},
+                "end": {"dateTime": dates::at(monday, 10, 30), "timeZone": "America/New_York"},
             }),
         )
         .await;
@@ -430,11 +452,7 @@ async fn cp08_ids_duplicates_series_instances_and_times() {
         .collect();
     assert_eq!(
         got,
-        [
-            format!("{id}_20261207T150000Z"),
-            format!("{id}_20261214T150000Z"),
-            format!("{id}_20261221T150000Z")
-        ]
+        [0, 7, 14].map(|d| format!("{id}{}", dates::instance_suffix(monday, d, 15)))
     );
     for inst in &instances {
         assert_eq!(inst["recurringEventId"], json!(id));
@@ -446,39 +464,39 @@ async fn cp08_ids_duplicates_series_instances_and_times() {
             inst["originalStartTime"]["dateTime"].is_string() && inst.get("recurrence").is_none()
         );
     }
-    let recurring_without_zone = json!({"recurrence": ["RRULE:FREQ=DAILY"], "start": {"dateTime": "2026-12-07T10:00:00Z"}, "end": {"dateTime": "2026-12-07T11:00:00Z"}});
+    let (d7, d8) = (dates::date(7).to_string(), dates::date(8).to_string());
+    let recurring_without_zone = json!({"recurrence": ["RRULE:FREQ=DAILY"], "start": {"dateTime": dates::utc(7, 10, 0)}, "end": {"dateTime": dates::utc(7, 11, 0)}});
     assert_eq!(
         api.post(EVENTS, recurring_without_zone).await.0,
         400,
         "a series needs start.timeZone"
     );
-    let unsupported = json!({"recurrence": ["RRULE:FREQ=YEARLY"], "start": {"date": "2026-12-07"}, "end": {"date": "2026-12-08"}});
+    let unsupported =
+        json!({"recurrence": ["RRULE:FREQ=YEARLY"], "start": {"date": d7}, "end": {"date": d8}});
     let (status, body) = api.post(EVENTS, unsupported).await;
     assert!(
         status == 400 && body.to_string().contains("YEARLY"),
         "{body}"
     );
-    let all_day_zero = json!({"start": {"date": "2026-12-07"}, "end": {"date": "2026-12-07"}});
+    let all_day_zero = json!({"start": {"date": d7}, "end": {"date": d7}});
     assert_eq!(
         api.post(EVENTS, all_day_zero).await.0,
         400,
         "end is exclusive: same-day end is empty"
     );
-    let mixed =
-        json!({"start": {"date": "2026-12-07"}, "end": {"dateTime": "2026-12-08T00:00:00Z"}});
+    let mixed = json!({"start": {"date": d7}, "end": {"dateTime": dates::utc(8, 0, 0)}});
     assert_eq!(
         api.post(EVENTS, mixed).await.0,
         400,
         "date and dateTime mixed"
     );
-    let both = json!({"start": {"date": "2026-12-07", "dateTime": "2026-12-07T00:00:00Z"}, "end": {"date": "2026-12-08"}});
+    let both = json!({"start": {"date": d7, "dateTime": dates::utc(7, 0, 0)}, "end": {"date": d8}});
     assert_eq!(
         api.post(EVENTS, both).await.0,
         400,
         "date and dateTime together"
     );
-    let unknown =
-        json!({"summry": "typo", "start": {"date": "2026-12-07"}, "end": {"date": "2026-12-08"}});
+    let unknown = json!({"summry": "typo", "start": {"date": d7}, "end": {"date": d8}});
     assert_eq!(api.post(EVENTS, unknown).await.0, 400, "unknown field");
 }
 
@@ -500,7 +518,7 @@ async fn cp09_etag_updated_sequence_and_if_match() {
         v2["updated"], v1["updated"],
         "reminder-only edit changed updated"
     );
-    let (_, v3) = patch(json!({"start": {"dateTime": "2026-12-01T09:00:00Z"}})).await;
+    let (_, v3) = patch(json!({"start": {"dateTime": dates::utc(1, 9, 0)}})).await;
     assert_eq!(
         v3["sequence"],
         json!(v0["sequence"].as_i64().unwrap_or(0) + 1),
@@ -545,7 +563,7 @@ async fn cp09_etag_updated_sequence_and_if_match() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cp10_trimming_a_series_cancels_exceptions_after_the_split() {
     let (_emu, api, master, _) = series_setup().await;
-    let late = format!("{master}_20261210T080000Z");
+    let late = standup(&master, 3);
     let (status, _) = api
         .call(
             Method::PATCH,
@@ -561,7 +579,10 @@ async fn cp10_trimming_a_series_cancels_exceptions_after_the_split() {
             Method::PATCH,
             &format!("{EVENTS}/{master}"),
             &[],
-            Some(json!({"recurrence": ["RRULE:FREQ=DAILY;UNTIL=20261208T235959Z"]})),
+            Some(json!({"recurrence": [format!(
+                "RRULE:FREQ=DAILY;UNTIL={}",
+                (dates::winter_monday() + chrono::Duration::days(1)).format("%Y%m%dT235959Z")
+            )]})),
         )
         .await;
     assert_eq!(status, 200, "{body}");

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::support::{bin, TempDir};
+use crate::support::{bin, require_tools, TempDir};
 
 const README: &str = include_str!("../../README.md");
 
@@ -26,23 +26,10 @@ pub fn feed_loop() -> String {
         .to_string()
 }
 
-pub fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
+#[ignore = "needs curl and jq; .ci/run installs them"]
 fn the_readme_feed_loop_follows_the_demo_feed_and_keeps_its_cursor() {
-    if !(have("curl") && have("jq")) {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have curl and jq (see .ci/run)"
-        );
-        eprintln!("SKIPPED: curl or jq is not installed");
-        return;
-    }
+    require_tools(&["curl", "jq"]);
     let dir = TempDir::new("readme");
     let script = dir.write("loop.sh", &feed_loop());
     let mut demo = Command::new(bin())

@@ -2,11 +2,22 @@
 //! page write is all-or-nothing, newer schemas and second openers are
 //! refused with clear messages.
 
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use gcal_syncd::store::*;
 
 use crate::support::TempDir;
+
+/// When the test records were detected: an hour before the test started
+/// (fixed once per run, so every record agrees).
+static DETECTED: LazyLock<DateTime<Utc>> = LazyLock::new(|| Utc::now() - Duration::hours(1));
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
 
 fn key(id: &str) -> CalendarKey {
     CalendarKey::new("clinic", id)
@@ -17,7 +28,7 @@ fn version(id: &str, etag: &str) -> EventVersion {
         id: id.into(),
         etag: Some(etag.into()),
         sequence: Some(0),
-        updated: Some("2026-11-27T10:00:00.000Z".into()),
+        updated: Some(stamp(*DETECTED - Duration::seconds(1))),
         status: Some("confirmed".into()),
         generation: 1,
         body: json!({"id": id, "etag": etag, "summary": "s"}).into(),
@@ -37,7 +48,7 @@ fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
         changed_fields: vec![],
         event: json!({"id": id}).into(),
         previous: None,
-        detected_at: "2026-11-27T10:00:01.000Z".into(),
+        detected_at: stamp(*DETECTED),
     }
 }
 
@@ -267,14 +278,8 @@ fn retention_removes_the_oldest_records_up_to_age_and_seq_limits() {
     store
         .apply_page(page(&cal, &["a", "b", "c"], &[1, 2, 3], "tok"))
         .expect("page");
-    let at = |t: &str| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .expect("time")
-            .with_timezone(&chrono::Utc)
-    };
-    // The records were detected at 10:00:01.
-    let after = at("2026-11-27T10:00:02Z");
-    let before = at("2026-11-27T10:00:00Z");
+    let after = *DETECTED + Duration::seconds(1);
+    let before = *DETECTED - Duration::seconds(1);
     assert_eq!(
         store.prune_changes(before, u64::MAX, 100).expect("prune"),
         0

@@ -39,6 +39,23 @@ impl Drop for TempDir {
     }
 }
 
+/// Fails the test unless every named tool answers `--version`.
+///
+/// Tests that need a tool from outside Rust are `#[ignore = "needs ..."]`,
+/// so a plain `cargo test` shows them as ignored rather than passed; .ci/run
+/// installs the tools and runs them with `--include-ignored`, where a
+/// missing tool must fail, never skip.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        let found = Command::new(tool)
+            .arg("--version")
+            .env_remove("LD_PRELOAD")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "this test needs {tool}; .ci/run installs it");
+    }
+}
+
 /// A service-account key file that passes the shape checks. The private
 /// key is a marker, not a usable key.
 pub const DUMMY_PRIVATE_KEY: &str =

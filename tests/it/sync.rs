@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use gcal_syncd::demo::dates;
 use gcal_syncd::emulator::{Edit, FaultKind, FaultRule};
 use serde_json::{json, Value};
 
@@ -112,7 +113,7 @@ async fn each_kind_of_edit_is_reported_with_exactly_its_fields() {
     let edits = [
         json!({"summary": "renamed"}),
         json!({"description": "new words"}),
-        json!({"start": {"dateTime": "2026-12-20T15:00:00Z"}, "end": {"dateTime": "2026-12-20T16:00:00Z"}}),
+        json!({"start": {"dateTime": dates::utc(20, 15, 0)}, "end": {"dateTime": dates::utc(20, 16, 0)}}),
         json!({"attendees": [{"email": "guest@example.com"}]}),
         json!({"reminders": {"useDefault": false, "overrides": [{"method": "popup", "minutes": 10}]}}),
     ];
@@ -157,10 +158,12 @@ async fn each_kind_of_edit_is_reported_with_exactly_its_fields() {
 async fn deleting_an_event_a_series_and_one_instance_is_reported_as_deleted() {
     let h = Harness::start("deletes", quick()).await;
     let ids = seed(&h, 2).await;
+    // Daily at 09:00 Berlin, 08:00 UTC in winter.
+    let monday = dates::winter_monday();
     let series = |summary: &str| {
         json!({"summary": summary, "recurrence": ["RRULE:FREQ=DAILY;COUNT=5"],
-               "start": {"dateTime": "2026-12-07T09:00:00", "timeZone": "Europe/Berlin"},
-               "end": {"dateTime": "2026-12-07T09:30:00", "timeZone": "Europe/Berlin"}})
+               "start": {"dateTime": dates::at(monday, 9, 0), "timeZone": "Europe/Berlin"},
+               "end": {"dateTime": dates::at(monday, 9, 30), "timeZone": "Europe/Berlin"}})
     };
     let doomed = h
         .emu
@@ -179,7 +182,7 @@ async fn deleting_an_event_a_series_and_one_instance_is_reported_as_deleted() {
         .expect("id")
         .to_string();
     // An exception of the doomed series, so deleting the series touches it too.
-    let exception = format!("{doomed}_20261208T080000Z");
+    let exception = format!("{doomed}{}", dates::instance_suffix(monday, 1, 8));
     h.emu
         .edit(
             CAL,
@@ -196,7 +199,7 @@ async fn deleting_an_event_a_series_and_one_instance_is_reported_as_deleted() {
         summary(&created)
     );
 
-    let instance = format!("{kept}_20261209T080000Z");
+    let instance = format!("{kept}{}", dates::instance_suffix(monday, 2, 8));
     h.emu
         .edit(CAL, Edit::Delete(ids[0].clone()), false)
         .await

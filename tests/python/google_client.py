@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import urllib.request
+from datetime import datetime, timedelta, timezone
 
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
@@ -44,12 +45,18 @@ def http_error(call):
 
 
 # Data set up through the API itself.
+# Times relative to the clock (a fixed date would age).
+def at(days, hour):
+    t = datetime.now(timezone.utc).replace(hour=hour, minute=0, second=0, microsecond=0)
+    return (t + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 created = []
 for i in range(3):
     ev = events.insert(calendarId="primary", body={
         "summary": "python %d" % i,
-        "start": {"dateTime": "2026-12-0%dT10:00:00Z" % (i + 1)},
-        "end": {"dateTime": "2026-12-0%dT11:00:00Z" % (i + 1)},
+        "start": {"dateTime": at(i + 1, 10)},
+        "end": {"dateTime": at(i + 1, 11)},
     }).execute()
     created.append(ev["id"])
     check(ev["etag"].startswith('"') and ev["status"] == "confirmed", "insert shape")
