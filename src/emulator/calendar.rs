@@ -80,6 +80,9 @@ pub struct Calendar {
     pub rev: u64,
     /// Bumped to invalidate every sync token of the calendar.
     pub epoch: u64,
+    /// Tokens of an older epoch answer 400 "Invalid sync token value."
+    /// (as Google does for a token it does not recognise) instead of 410.
+    pub stale_tokens_invalid: bool,
     /// Tombstones up to this revision have been purged.
     pub purged_rev: u64,
     pub updated: DateTime<Utc>,
@@ -109,6 +112,7 @@ impl Calendar {
             deleted: false,
             rev: 0,
             epoch: 0,
+            stale_tokens_invalid: false,
             purged_rev: 0,
             updated: now,
             oldest_tombstone: None,

@@ -135,11 +135,27 @@ impl Control {
 
     /// Every sync token of the calendar now answers 410.
     pub fn invalidate_sync_tokens(&self, calendar: &str) -> Result<(), ApiError> {
+        self.invalidate_sync_tokens_as(calendar, 410)
+    }
+
+    /// Every sync token of the calendar now answers `status`: 410
+    /// `fullSyncRequired`, or 400 "Invalid sync token value." naming the
+    /// `syncToken` parameter (what Google answers for a token it does not
+    /// know). The 400 lasts until the next invalidation with 410.
+    pub fn invalidate_sync_tokens_as(&self, calendar: &str, status: u16) -> Result<(), ApiError> {
+        if !matches!(status, 400 | 410) {
+            return Err(ApiError::invalid_param(
+                "answer",
+                "answer must be 400 or 410",
+            ));
+        }
         let mut w = self.lock();
-        w.calendars
+        let cal = w
+            .calendars
             .get_mut(calendar)
-            .ok_or_else(ApiError::not_found)?
-            .epoch += 1;
+            .ok_or_else(ApiError::not_found)?;
+        cal.epoch += 1;
+        cal.stale_tokens_invalid = status == 400;
         Ok(())
     }
 
@@ -276,7 +292,15 @@ pub async fn handle(server: &Server, call: &Call) -> Response {
         (Method::POST, ["calendars"]) => create(&control, call),
         (Method::DELETE, ["calendars", cal]) => control.delete_calendar(cal).map(|_| json!({})),
         (Method::POST, ["calendars", cal, "invalidateSyncTokens"]) => {
-            control.invalidate_sync_tokens(cal).map(|_| json!({}))
+            match call.param("answer").unwrap_or("410").parse::<u16>() {
+                Ok(status) => control
+                    .invalidate_sync_tokens_as(cal, status)
+                    .map(|_| json!({})),
+                Err(_) => Err(ApiError::invalid_param(
+                    "answer",
+                    "answer must be 400 or 410",
+                )),
+            }
         }
         (Method::POST, ["calendars", cal, "expireTombstones"]) => {
             control.expire_tombstones(cal).map(|_| json!({}))

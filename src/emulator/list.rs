@@ -371,6 +371,12 @@ fn open_sync_token(
         return Err(ApiError::invalid_param("syncToken", "The sync token was issued for a request with different parameters (singleEvents, eventTypes)."));
     }
     let expired = env.now.timestamp_millis() - tok.issued_ms > env.token_ttl.num_milliseconds();
+    if tok.epoch != cal.epoch && cal.stale_tokens_invalid {
+        return Err(ApiError::invalid_param(
+            "syncToken",
+            "Invalid sync token value.",
+        ));
+    }
     if tok.epoch != cal.epoch || expired || tok.rev < cal.purged_rev {
         return Err(ApiError::full_sync_required());
     }

@@ -265,8 +265,16 @@ async fn classify(resp: reqwest::Response) -> Result<reqwest::Response, GoogleEr
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let location = body
+        .pointer("/error/errors/0/location")
+        .and_then(Value::as_str);
     Err(match (status.as_u16(), reason.as_str()) {
-        (410, "fullSyncRequired" | "updatedMinTooLongAgo") => GoogleError::SyncTokenGone { reason },
+        (s @ 410, "fullSyncRequired" | "updatedMinTooLongAgo") => {
+            GoogleError::SyncTokenGone { status: s, reason }
+        }
+        (s @ 400, _) if location == Some("syncToken") => {
+            GoogleError::SyncTokenGone { status: s, reason }
+        }
         (401, _) => GoogleError::Unauthorized(message),
         (429, _) | (403, "rateLimitExceeded" | "userRateLimitExceeded") => {
             GoogleError::RateLimited {

@@ -25,9 +25,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What went wrong talking to Google, sorted by what the caller does next.
 #[derive(Debug, thiserror::Error)]
 pub enum GoogleError {
-    /// 410 fullSyncRequired (or updatedMinTooLongAgo): drop the token, full sync.
-    #[error("sync token no longer valid (410 {reason})")]
-    SyncTokenGone { reason: String },
+    /// 410 fullSyncRequired (or updatedMinTooLongAgo), or a 400 naming the
+    /// `syncToken` parameter ("Invalid sync token value."): drop the token,
+    /// full sync. Retrying the same token never helps.
+    #[error("sync token no longer valid ({status} {reason})")]
+    SyncTokenGone { status: u16, reason: String },
     /// 401 even after a fresh token: the account needs re-authorisation.
     #[error("unauthorized: {0}")]
     Unauthorized(String),

@@ -45,8 +45,8 @@ impl Engine {
             return self.full(state, "full").await;
         };
         match self.incremental(state.clone(), &token).await {
-            Err(PassError::Google(GoogleError::SyncTokenGone { reason })) => {
-                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, reason, "sync token no longer valid; full resync");
+            Err(PassError::Google(GoogleError::SyncTokenGone { status, reason })) => {
+                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, status, reason, "sync token no longer valid; full resync");
                 state.sync_token = None;
                 self.store.put_calendar(&self.key, &state)?;
                 self.full(state, "resync").await

@@ -244,7 +244,21 @@ async fn deleting_an_event_a_series_and_one_instance_is_reported_as_deleted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_410_resync_reports_exactly_the_differences_of_the_gap() {
-    let h = Harness::start("resync", quick()).await;
+    resync_reports_exactly_the_gap("resync", 410).await;
+}
+
+/// Google answers 400 "Invalid sync token value." (location `syncToken`)
+/// for a token it does not know; retrying it never helps, so it is a 410.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_400_naming_the_sync_token_is_a_resync_too_not_a_retry_loop() {
+    resync_reports_exactly_the_gap("resync-400", 400).await;
+}
+
+/// The stored token dies (answered with `answer`) while one event changes,
+/// one is deleted and one is created: exactly those three records, and the
+/// next incremental pass works on the new token.
+async fn resync_reports_exactly_the_gap(name: &str, answer: u16) {
+    let h = Harness::start(name, quick()).await;
     let ids = seed(&h, 30).await;
     let created = h
         .wait_changes("30 created", 0, WAIT, |c| c.len() == 30)
@@ -253,7 +267,9 @@ async fn a_410_resync_reports_exactly_the_differences_of_the_gap() {
     // The gap: the token dies, and meanwhile one event changes, one is
     // deleted (its tombstone purged, so only the sweep can find it) and
     // one is created.
-    h.emu.invalidate_sync_tokens(CAL).expect("invalidate");
+    h.emu
+        .invalidate_sync_tokens_as(CAL, answer)
+        .expect("invalidate");
     h.emu
         .edit(
             CAL,
@@ -289,7 +305,26 @@ async fn a_410_resync_reports_exactly_the_differences_of_the_gap() {
         got[added["id"].as_str().expect("id")][0]["change"],
         "created"
     );
-    assert_eq!(h.calendar().await["events"], 30);
+    let cal = h.calendar().await;
+    assert_eq!(cal["events"], 30);
+    assert_eq!(cal["last_error"], Value::Null, "{cal}");
+
+    // The token stored by the resync is a good one.
+    h.emu
+        .edit(
+            CAL,
+            Edit::Patch(ids[2].clone(), json!({"summary": "after"})),
+            true,
+        )
+        .await
+        .expect("patch");
+    let after = h
+        .wait_changes("the edit after the resync", last_seq(&all), WAIT, |c| {
+            !c.is_empty()
+        })
+        .await;
+    assert_eq!(after.len(), 1, "{}", summary(&after));
+    assert_eq!(after[0]["changed_fields"], json!(["summary"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
