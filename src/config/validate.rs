@@ -14,6 +14,8 @@ use super::source::{parse_all, ConfigErrors, Source};
 use super::*;
 
 const DEFAULT_API_BASE: &str = "https://www.googleapis.com/calendar/v3";
+/// Where systemd tells a service its `LoadCredential=` directory.
+const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut src = Source::new(path, text);
@@ -268,16 +270,16 @@ impl Validator<'_> {
                 self.src.missing(acc.span(), &key("credentials_file"));
                 (None, None)
             }
-            Some(f) => {
-                let path = self.base.join(f.get_ref());
-                match Credentials::load(&path) {
+            Some(f) => match self.secret_path(f, &key("credentials_file")) {
+                None => (None, None),
+                Some(path) => match Credentials::load(&path) {
                     Ok(c) => (Some(path), Some(c)),
                     Err(e) => {
                         self.src.error_at(f, &key("credentials_file"), e);
                         (None, None)
                     }
-                }
-            }
+                },
+            },
         };
         let calendars = self.calendars(acc, &key("calendars"));
         let on_removed = match raw
@@ -544,8 +546,33 @@ impl Validator<'_> {
         }
     }
 
+    /// The path of a file holding a secret. A leading `%d/` is systemd's
+    /// credentials directory (`$CREDENTIALS_DIRECTORY`, filled by
+    /// `LoadCredential=`), as `%d` means in a unit file.
+    fn secret_path(&mut self, f: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        let Some(name) = f.get_ref().strip_prefix("%d/") else {
+            return Some(self.base.join(f.get_ref()));
+        };
+        match std::env::var_os(CREDENTIALS_DIRECTORY_ENV).filter(|d| !d.is_empty()) {
+            Some(dir) if !name.is_empty() => Some(Path::new(&dir).join(name)),
+            Some(_) => {
+                self.src.error_at(f, key, "names no file after %d/");
+                None
+            }
+            None => {
+                let msg = format!(
+                    "%d/ stands for ${CREDENTIALS_DIRECTORY_ENV}, which is not set: systemd sets it \
+                     for a unit with LoadCredential=; elsewhere set it to the directory holding \
+                     {name:?}, or write the file's full path"
+                );
+                self.src.error_at(f, key, msg);
+                None
+            }
+        }
+    }
+
     fn secret_file(&mut self, f: &Spanned<String>, key: &str) -> Option<Secret> {
-        let path = self.base.join(f.get_ref());
+        let path = self.secret_path(f, key)?;
         match std::fs::read_to_string(&path) {
             Ok(s) if !s.trim().is_empty() => Some(Secret::new(s.trim())),
             Ok(_) => {

@@ -102,13 +102,15 @@ fn example_config_passes_check_config() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
             .expect("read example");
-    let path = dir.write(
-        "config.toml",
-        &example.replace("/etc/gcal-syncd/clinic.json", "sa.json"),
-    );
+    // As systemd runs it: LoadCredential= has put clinic.json into the
+    // credentials directory, and the example names it %d/clinic.json.
+    let creds = TempDir::new("example-credentials");
+    dummy_service_account(&creds, "clinic.json");
+    let path = dir.write("config.toml", &example);
     let out = Command::new(bin())
         .args(["check-config", "--config"])
         .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", creds.path())
         .output()
         .expect("run");
     assert!(
@@ -117,6 +119,32 @@ fn example_config_passes_check_config() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 account(s))"));
+
+    // Without the variable, the error names the key and the variable.
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "accounts[0].credentials_file: %d/ stands for $CREDENTIALS_DIRECTORY, which is not set"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        2,
+        "one error and the count: {stderr}"
+    );
+
+    let path = dir.write(
+        "config-plain.toml",
+        &example.replace("%d/clinic.json", "sa.json"),
+    );
     let cfg = Config::load(&path).expect("valid");
     assert_eq!(cfg.hook.public_url.path(), "/gcal/notify");
     assert_eq!(cfg.channels.ttl.as_secs(), 7 * 86400);

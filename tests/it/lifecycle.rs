@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::support::{daemon_config, http_get, Daemon, TempDir, DUMMY_PRIVATE_KEY};
+use crate::support::{
+    daemon_config, dummy_service_account, http_get, Daemon, TempDir, DUMMY_PRIVATE_KEY,
+};
 
 const API_TOKEN: &str = "api-token-value-7f3a";
 
@@ -119,4 +121,41 @@ fn under_journald_lines_carry_a_priority_and_no_timestamp_or_colour() {
     assert!(warning.starts_with("<4>"), "{warning}");
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
+}
+
+/// systemd's `LoadCredential=` puts the secrets in `$CREDENTIALS_DIRECTORY`;
+/// the configuration names them `%d/...`, and the daemon reads them there.
+#[test]
+fn secrets_named_with_percent_d_come_from_the_credentials_directory() {
+    let dir = TempDir::new("credentials-directory");
+    let creds = TempDir::new("credentials-directory-creds");
+    dummy_service_account(&creds, "clinic.json");
+    creds.write("api-token", API_TOKEN);
+    let config = daemon_config(&dir, "")
+        .replace("\"sa.json\"", "\"%d/clinic.json\"")
+        .replace("\"api-token\"", "\"%d/api-token\"");
+    dir.write("config.toml", &config);
+    let dir_env = creds.path().to_string_lossy().to_string();
+    let env = [("CREDENTIALS_DIRECTORY", dir_env.as_str())];
+
+    let mut check = Daemon::spawn_with_env(
+        &["check-config", "--config", "config.toml"],
+        dir.path(),
+        &env,
+    );
+    assert_eq!(
+        check.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        check.log.join("\n")
+    );
+
+    let mut daemon = Daemon::spawn_with_env(&["run", "--config", "config.toml"], dir.path(), &env);
+    let line = daemon.wait_for_line("gcal-syncd started", Duration::from_secs(30));
+    let api = Daemon::field(&line, "api");
+    // The API token was read from the credentials directory.
+    assert_eq!(http_get(&api, "/v1/calendars").0, 401);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0));
+    assert_no_secrets(&daemon.log);
 }

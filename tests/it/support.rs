@@ -115,7 +115,8 @@ impl Daemon {
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
-            .env_remove("GCAL_SYNCD_CONFIG");
+            .env_remove("GCAL_SYNCD_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY");
         cmd.envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())

@@ -73,6 +73,9 @@ fn unit_has_the_lifecycle_the_daemon_expects() {
         "DynamicUser=yes",
         "StateDirectory=gcal-syncd",
         "WatchdogSec=",
+        "Documentation=file:/usr/local/share/doc/gcal-syncd/README.md",
+        // config.example.toml's credentials_file = "%d/clinic.json".
+        "LoadCredential=clinic.json:/etc/gcal-syncd/clinic.json",
     ] {
         assert!(
             UNIT.lines().any(|l| l.starts_with(line)),
