@@ -13,6 +13,7 @@
 //! - [`notify`]: systemd `sd_notify` messages and the watchdog.
 //! - [`rawjson`]: JSON kept as text (event bodies, end to end).
 //! - [`secret`]: a string that never reaches a log line.
+//! - [`private_dir`]: 0700 directories and 0600 files (store, demo, emulator).
 //! - [`emulator`]: a strict Google Calendar v3 emulator (tests, demo).
 //! - [`tls`]: the rustls crypto provider, installed once.
 
@@ -30,6 +31,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod private_dir;
 pub mod rawjson;
 pub mod secret;
 pub mod status;

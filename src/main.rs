@@ -64,12 +64,12 @@ enum Command {
         /// Stay up after the script, for calling the API and editing the emulator by hand.
         #[arg(long)]
         keep_running: bool,
+        /// Keep the demo's directory (config, store, emulator key) after exit.
+        #[arg(long)]
+        keep_dir: bool,
     },
     /// Run the Google Calendar emulator alone, for testing your own apps.
-    #[command(after_help = "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080")]
-    #[command(
-        after_help = "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080 --allow-http\n\nThe API root is the printed URL + /calendar/v3, the token endpoint + /token,\nthe control API + /emulator/v1 (counters, faults, push knobs)."
-    )]
+    #[command(after_help = gcal_syncd::emulator::control_api_help())]
     Emulator {
         /// Address to listen on (port 0: any free port).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
@@ -80,6 +80,9 @@ enum Command {
         /// Seed of every random decision (order, ids, faults).
         #[arg(long, default_value_t = 0x5eed)]
         seed: u64,
+        /// Keep the directory holding the credentials file after exit.
+        #[arg(long)]
+        keep_dir: bool,
     },
 }
 
@@ -89,12 +92,16 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config::resolve_path(config)),
         Command::CheckConfig { config } => check_config(config::resolve_path(config)),
         Command::Status { config, json } => status(config::resolve_path(config), json),
-        Command::Demo { keep_running } => demo(keep_running),
+        Command::Demo {
+            keep_running,
+            keep_dir,
+        } => demo(keep_running, keep_dir),
         Command::Emulator {
             listen,
             allow_http,
             seed,
-        } => emulator(listen, allow_http, seed),
+            keep_dir,
+        } => emulator(listen, allow_http, seed, keep_dir),
     }
 }
 
@@ -109,9 +116,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn demo(keep_running: bool) -> ExitCode {
+fn demo(keep_running: bool, keep_dir: bool) -> ExitCode {
     match runtime() {
-        Ok(rt) => ExitCode::from(rt.block_on(gcal_syncd::demo::run(keep_running))),
+        Ok(rt) => ExitCode::from(rt.block_on(gcal_syncd::demo::run(keep_running, keep_dir))),
         Err(code) => code,
     }
 }
@@ -199,7 +206,7 @@ fn run(path: PathBuf) -> ExitCode {
     }
 }
 
-fn emulator(listen: std::net::SocketAddr, allow_http: bool, seed: u64) -> ExitCode {
+fn emulator(listen: std::net::SocketAddr, allow_http: bool, seed: u64, keep_dir: bool) -> ExitCode {
     let _log = logging::init("info");
     gcal_syncd::tls::ensure_provider();
     let runtime = match runtime() {
@@ -218,16 +225,24 @@ fn emulator(listen: std::net::SocketAddr, allow_http: bool, seed: u64) -> ExitCo
         let emu = gcal_syncd::emulator::Emulator::start(listener, opts)
             .await
             .map_err(|e| e.to_string())?;
-        let dir = std::env::temp_dir().join(format!("gcal-syncd-emulator-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let credentials = dir.join("service-account.json");
-        std::fs::write(&credentials, emu.service_account_json())
-            .map_err(|e| format!("cannot write {}: {e}", credentials.display()))?;
+        // The credentials file holds the emulator's private key: a private
+        // directory, removed on exit unless --keep-dir.
+        let mut dir = gcal_syncd::private_dir::ScratchDir::new("emulator")
+            .map_err(|e| format!("cannot create a directory under the temp dir: {e}"))?;
+        if keep_dir {
+            dir.keep();
+        }
+        let credentials = dir
+            .write(
+                "service-account.json",
+                emu.service_account_json().as_bytes(),
+            )
+            .map_err(|e| format!("cannot write the credentials file: {e}"))?;
         println!("listening on {}", emu.url());
         println!("credentials: {}", credentials.display());
+        println!("calendar: {}", gcal_syncd::emulator::SERVICE_ACCOUNT);
         println!(
-            "api root: {}  token endpoint: {}  control: {}/emulator/v1",
+            "api root: {}  token endpoint: {}  control: {}/emulator/v1 (see --help)",
             emu.api_root(),
             emu.token_uri(),
             emu.url()

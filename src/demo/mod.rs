@@ -17,20 +17,72 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::daemon::{self, Control, Listeners};
 use crate::emulator::{Edit, Emulator, Options, SERVICE_ACCOUNT};
+use crate::private_dir::{write_file, ScratchDir};
 use check::{check, check_final, complete, line, Expect};
 
 const CAL: &str = SERVICE_ACCOUNT;
 /// Each step must complete within this.
 const STEP_LIMIT: Duration = Duration::from_secs(60);
 
-/// Runs the demo; returns the process exit code.
-pub async fn run(keep_running: bool) -> u8 {
-    match Demo::start().await {
-        Ok(demo) => demo.script(keep_running).await,
+/// Runs the demo; returns the process exit code (130 when interrupted).
+///
+/// Its files (the emulator's key, the config, the store) live in a private
+/// directory under the temp dir, removed on exit, Ctrl-C and SIGTERM
+/// included, unless `keep_dir`.
+pub async fn run(keep_running: bool, keep_dir: bool) -> u8 {
+    let mut scratch = match ScratchDir::new("demo") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "demo: cannot create a directory under {}: {e}",
+                std::env::temp_dir().display()
+            );
+            return 1;
+        }
+    };
+    if keep_dir {
+        scratch.keep();
+    }
+    let mut demo = match Demo::start(scratch.path().to_path_buf()).await {
+        Ok(demo) => demo,
         Err(e) => {
             eprintln!("demo: cannot start: {e}");
-            1
+            return 1;
         }
+    };
+    let code = tokio::select! {
+        code = demo.script() => code,
+        _ = interrupted() => {
+            println!("\n== interrupted");
+            130
+        }
+    };
+    if code == 0 && keep_running {
+        demo.keep_running().await;
+    }
+    demo.stop.cancel();
+    let _ = (&mut demo.daemon).await;
+    if keep_dir {
+        println!("   kept {}", scratch.path().display());
+    }
+    code
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        // No signal handling: never report an interruption.
+        _ => std::future::pending().await,
     }
 }
 
@@ -45,7 +97,7 @@ struct Demo {
 }
 
 impl Demo {
-    async fn start() -> Result<Demo, String> {
+    async fn start(dir: PathBuf) -> Result<Demo, String> {
         crate::tls::ensure_provider();
         let emu = Emulator::start(
             bind().await?,
@@ -56,17 +108,18 @@ impl Demo {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let dir = std::env::temp_dir().join(format!("gcal-syncd-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        std::fs::write(dir.join("service-account.json"), emu.service_account_json())
-            .map_err(|e| e.to_string())?;
+        write_file(
+            &dir.join("service-account.json"),
+            emu.service_account_json().as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
         seed(&emu).await?;
         let hook = bind().await?;
         let api = bind().await?;
         let (hook_addr, api_addr) = (addr(&hook)?, addr(&api)?);
         let text = config_text(&emu, &hook_addr, &api_addr);
         let path = dir.join("config.toml");
-        std::fs::write(&path, &text).map_err(|e| e.to_string())?;
+        write_file(&path, text.as_bytes()).map_err(|e| e.to_string())?;
         println!(
             "== gcal-syncd demo: emulator at {}, store and config in {}",
             emu.url(),
@@ -100,7 +153,8 @@ impl Demo {
         })
     }
 
-    async fn script(mut self, keep_running: bool) -> u8 {
+    /// The checked walk; 0 when every expected record arrived and no other.
+    async fn script(&mut self) -> u8 {
         let started = Instant::now();
         let all: Vec<String> = self
             .emu
@@ -217,11 +271,6 @@ impl Demo {
         .await;
         self.renewal(&mut failures, &channel, &e(28)).await;
         self.summary(&failures, started);
-        if keep_running && failures.is_empty() {
-            self.keep_running().await;
-        }
-        self.stop.cancel();
-        let _ = self.daemon.await;
         if failures.is_empty() {
             0
         } else {
@@ -450,21 +499,31 @@ impl Demo {
         }
     }
 
+    /// Hints for trying the daemon by hand, then waits for Ctrl-C or
+    /// SIGTERM.
     async fn keep_running(&self) {
-        let cal = CAL.replace('@', "%40");
+        let emu = self.emu.url();
+        let me = std::env::current_exe()
+            .map_or_else(|_| "gcal-syncd".to_string(), |p| p.display().to_string());
         println!("\n== still running (Ctrl-C to stop). Try:");
         println!(
             "   curl -s 'http://{}/v1/changes?after={}&wait=30' | jq .",
             self.api, self.head
         );
         println!("   curl -s http://{}/v1/calendars | jq .", self.api);
-        println!("   curl -s -X PATCH -H 'Content-Type: application/json' -d '{{\"summary\":\"by hand\"}}' {}/emulator/v1/calendars/{cal}/events/EVENT_ID", self.emu.url());
-        println!("   curl -s -X POST -H 'Content-Type: application/json' -d '{{\"summary\":\"new\",\"start\":{{\"dateTime\":\"{}\"}},\"end\":{{\"dateTime\":\"{}\"}}}}' {}/emulator/v1/calendars/{cal}/events", dates::utc(1, 10, 0), dates::utc(1, 11, 0), self.emu.url());
+        println!("   curl -s {emu}/emulator/v1/calendars/primary/events | jq '.items[].id'");
+        println!("   curl -s -X PATCH -H 'Content-Type: application/json' -d '{{\"summary\":\"by hand\"}}' {emu}/emulator/v1/calendars/primary/events/EVENT_ID");
+        println!("   curl -s -X POST -H 'Content-Type: application/json' -d '{{\"summary\":\"new\",\"start\":{{\"dateTime\":\"{}\"}},\"end\":{{\"dateTime\":\"{}\"}}}}' {emu}/emulator/v1/calendars/primary/events", dates::utc(1, 10, 0), dates::utc(1, 11, 0));
         println!(
-            "   gcal-syncd status --config {}",
+            "   {me} status --config {}",
             self.dir.join("config.toml").display()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        println!("   The README's consumer loop, saved as feed-loop.sh:");
+        println!(
+            "   API=http://{} CURSOR=./gcal-cursor sh feed-loop.sh",
+            self.api
+        );
+        interrupted().await;
     }
 }
 

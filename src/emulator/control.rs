@@ -17,6 +17,75 @@ use super::server::{api_error, Call, Server};
 use super::world::{Counters, RefreshClient, World};
 use crate::http::{self, Response};
 
+/// Every control endpoint and what it does, one line each: `emulator
+/// --help` prints this, and a test checks that each one answers.
+pub const CONTROL_API: &[(&str, &str)] = &[
+    (
+        "GET    /calendars",
+        "every calendar: id, summary, owner, live events",
+    ),
+    (
+        "POST   /calendars",
+        "create one: {\"owner\",\"summary\",\"timeZone\",\"pushSupported\"}",
+    ),
+    ("DELETE /calendars/{id}", "delete a calendar"),
+    (
+        "GET    /calendars/{id}/events",
+        "every stored event, cancelled ones included",
+    ),
+    (
+        "POST   /calendars/{id}/events",
+        "insert an event (event JSON) as the owner",
+    ),
+    (
+        "POST   /calendars/{id}/events:bulk",
+        "load many events, no pings: {\"events\":[...]}",
+    ),
+    ("PATCH  /calendars/{id}/events/{eventId}", "patch an event"),
+    ("DELETE /calendars/{id}/events/{eventId}", "delete an event"),
+    (
+        "POST   /calendars/{id}/invalidateSyncTokens",
+        "sync tokens answer 410 (?answer=400: 400 Invalid sync token value)",
+    ),
+    (
+        "POST   /calendars/{id}/expireTombstones",
+        "purge tombstones now",
+    ),
+    (
+        "PUT    /faults",
+        "inject faults: [{\"kind\",\"rate\",\"method\",\"remaining\",\"slow_ms\"}]",
+    ),
+    (
+        "PUT    /push",
+        "push knobs: {\"drop_rate\",\"duplicate_rate\",\"delay_ms\",...}",
+    ),
+    (
+        "PUT    /quota",
+        "quotas: {\"per_user_per_minute\",\"per_project_per_minute\",...}",
+    ),
+    (
+        "GET    /counters",
+        "calls by method, pings sent, faults injected",
+    ),
+    ("GET    /channels", "watch channels and their state"),
+];
+
+/// The `emulator --help` text after the options: the example and the
+/// control API.
+pub fn control_api_help() -> String {
+    let mut out = String::from(
+        "Example:\n  gcal-syncd emulator --listen 127.0.0.1:8080 --allow-http\n\n\
+         The API root is the printed URL + /calendar/v3, the token endpoint + /token.\n\
+         The control API, under the printed URL + /emulator/v1, needs no OAuth. {id} may be\n\
+         `primary` (the printed calendar); add ?ping=false to an event change to make it\n\
+         without push notifications.\n",
+    );
+    for (call, what) in CONTROL_API {
+        out.push_str(&format!("  {call:<48} {what}\n"));
+    }
+    out
+}
+
 /// A cheap handle on one emulator's state.
 #[derive(Clone)]
 pub struct Control {
@@ -180,6 +249,42 @@ impl Control {
             .map(Value::Object)
     }
 
+    /// Every calendar: id, summary, time zone, owner, push support, and how
+    /// many live (not cancelled) events it stores.
+    pub fn calendars(&self) -> Value {
+        let w = self.lock();
+        let list: Vec<Value> = w
+            .calendars
+            .values()
+            .filter(|c| !c.deleted)
+            .map(|c| {
+                json!({
+                    "id": c.id, "summary": c.summary, "timeZone": c.time_zone,
+                    "owner": c.owner, "pushSupported": c.push_supported,
+                    "events": c.events.values().filter(|e| !e.cancelled()).count(),
+                })
+            })
+            .collect();
+        json!({ "calendars": list })
+    }
+
+    /// Every stored event of a calendar as events.get returns it, cancelled
+    /// ones (tombstones, cancelled instances) included.
+    pub fn events(&self, calendar: &str) -> Result<Value, ApiError> {
+        let w = self.lock();
+        let cal = w
+            .calendars
+            .get(calendar)
+            .filter(|c| !c.deleted)
+            .ok_or_else(ApiError::not_found)?;
+        let items: Vec<Value> = cal
+            .events
+            .values()
+            .map(|e| Value::Object(e.body.clone()))
+            .collect();
+        Ok(json!({ "items": items }))
+    }
+
     /// `(id, etag, cancelled)` of every stored event of a calendar.
     pub fn etags(&self, calendar: &str) -> Vec<(String, String, bool)> {
         let w = self.lock();
@@ -277,7 +382,12 @@ pub async fn handle(server: &Server, call: &Call) -> Response {
     let control = Control {
         world: server.world.clone(),
     };
-    let segs: Vec<&str> = call.segments.iter().skip(2).map(String::as_str).collect();
+    let mut segs: Vec<&str> = call.segments.iter().skip(2).map(String::as_str).collect();
+    // `primary` is the seeded service account's own calendar, as in the
+    // Calendar API for a caller holding the printed credentials.
+    if let ["calendars", cal @ "primary", ..] = segs.as_mut_slice() {
+        *cal = super::SERVICE_ACCOUNT;
+    }
     let ping = call.param("ping") != Some("false");
     let result: Result<Value, ApiError> = match (call.method.clone(), segs.as_slice()) {
         (Method::GET, ["counters"]) => {
@@ -289,6 +399,8 @@ pub async fn handle(server: &Server, call: &Call) -> Response {
             .map(|f| control.set_faults(f))
             .map(|_| json!({})),
         (Method::PUT, ["quota"]) => parse(call).map(|q| control.set_quota(q)).map(|_| json!({})),
+        (Method::GET, ["calendars"]) => Ok(control.calendars()),
+        (Method::GET, ["calendars", cal, "events"]) => control.events(cal),
         (Method::POST, ["calendars"]) => create(&control, call),
         (Method::DELETE, ["calendars", cal]) => control.delete_calendar(cal).map(|_| json!({})),
         (Method::POST, ["calendars", cal, "invalidateSyncTokens"]) => {

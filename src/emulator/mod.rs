@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use control::{Control, Edit};
+pub use control::{control_api_help, Control, Edit, CONTROL_API};
 pub use error::ApiError;
 pub use knobs::{FaultKind, FaultRule, Options, PushKnobs, QuotaKnobs};
 pub use world::Counters;

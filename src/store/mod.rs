@@ -93,7 +93,7 @@ impl Store {
     /// `<path>.corrupt-<UTC timestamp>` (never deleted) and an empty one is
     /// started: the next sync of every calendar is then a full one.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+        crate::private_dir::create_dir(path).map_err(|source| StoreError::CreateDir {
             path: path.to_path_buf(),
             source,
         })?;
@@ -112,7 +112,7 @@ impl Store {
                         aside.display()
                     ))
                 })?;
-                std::fs::create_dir_all(path).map_err(|source| StoreError::CreateDir {
+                crate::private_dir::create_dir(path).map_err(|source| StoreError::CreateDir {
                     path: path.to_path_buf(),
                     source,
                 })?;
@@ -131,6 +131,9 @@ impl Store {
         path: &Path,
         recovered_from: Option<PathBuf>,
     ) -> Result<Store, StoreError> {
+        // Channel tokens are in here: owner only (the directory is 0700
+        // already; files sled made before this version are tightened too).
+        crate::private_dir::restrict_tree(path);
         let meta = db.open_tree("meta")?;
         if recovered_from.is_some() {
             // The old feed is unreadable and its head unknown: continue above

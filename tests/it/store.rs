@@ -308,3 +308,30 @@ fn retention_removes_the_oldest_records_up_to_age_and_seq_limits() {
     // The event versions are not the feed's: they stay.
     assert!(store.event(&cal, "a").expect("get").is_some());
 }
+
+/// Channel tokens live in the store: its directory is 0700 and its files
+/// 0600, also for a store made before with wider permissions.
+#[test]
+fn the_store_is_readable_by_its_owner_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o777);
+    let dir = TempDir::new("private");
+    let path = dir.path().join("store");
+    std::fs::create_dir_all(&path).expect("mkdir");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    drop(Store::open(&path).expect("open"));
+    std::fs::set_permissions(path.join("conf"), std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let store = Store::open(&path).expect("reopen");
+    store.flush_blocking().expect("flush");
+    assert_eq!(mode(&path), 0o700);
+    for entry in std::fs::read_dir(&path)
+        .expect("list")
+        .map(|e| e.expect("entry"))
+    {
+        if entry.file_type().expect("type").is_file() {
+            assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+        }
+    }
+}
