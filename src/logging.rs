@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::IsTerminal;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::time::SystemTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -42,19 +42,61 @@ impl LogHandle {
     }
 }
 
-/// A `Targets` filter with our noisy dependencies turned down.
-fn parse_filter(level: &str) -> Result<Targets, String> {
-    let mut targets: Targets = level.parse().map_err(|e| format!("{e}"))?;
-    for noisy in [
-        "tokio_cron_scheduler",
-        "sled",
-        "hyper",
-        "rustls",
-        "reqwest",
-        "yup_oauth2",
-    ] {
-        if !level.contains(noisy) {
-            targets = targets.with_target(noisy, Level::WARN);
+/// Dependencies turned down to `warn` unless the filter names them.
+const NOISY: &[&str] = &[
+    "tokio_cron_scheduler",
+    "sled",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "reqwest",
+    "yup_oauth2",
+];
+
+/// Dependencies that log request headers, access tokens or the signed JWT
+/// assertion at debug and trace: never more than `info`, whatever the
+/// filter asks for, so that no secret reaches the log.
+const SECRET_BEARING: &[&str] = &["yup_oauth2", "hyper", "hyper_util", "h2", "reqwest"];
+
+/// Parses a log filter (`info`, `debug,sled=warn`) into the filter the
+/// daemon installs: our noisy dependencies turned down, and the ones that
+/// could log secrets capped at `info`. A bare word must be a level: a typo
+/// such as `inof` would otherwise mean "only the target inof" and silence
+/// everything.
+pub fn parse_filter(level: &str) -> Result<Targets, String> {
+    if level.trim().is_empty() {
+        return Err("the filter is empty".into());
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && directive.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{directive:?} is not a level (off, error, warn, info, debug, trace) nor target=level"
+            ));
+        }
+    }
+    let parsed: Targets = level.parse().map_err(|e| format!("{e}"))?;
+    let caps = |target: &str, wanted: LevelFilter| {
+        let secret = SECRET_BEARING
+            .iter()
+            .any(|c| target == *c || target.starts_with(&format!("{c}::")));
+        if secret {
+            wanted.min(LevelFilter::INFO)
+        } else {
+            wanted
+        }
+    };
+    let mut targets = Targets::new().with_targets(
+        parsed
+            .iter()
+            .map(|(target, wanted)| (target.to_string(), caps(target, wanted))),
+    );
+    if let Some(default) = parsed.default_level() {
+        targets = targets.with_default(default);
+    }
+    for noisy in NOISY {
+        if !parsed.iter().any(|(t, _)| t == *noisy) {
+            targets = targets.with_target(*noisy, caps(noisy, LevelFilter::WARN));
         }
     }
     Ok(targets)
@@ -64,9 +106,11 @@ fn parse_filter(level: &str) -> Result<Targets, String> {
 /// `info` when there is none); `RUST_LOG` overrides it. Calling it twice is
 /// harmless (the second call only returns a handle that does nothing).
 pub fn init(level: &str) -> LogHandle {
-    let env = std::env::var("RUST_LOG")
+    let raw_env = std::env::var("RUST_LOG")
         .ok()
-        .filter(|v| parse_filter(v).is_ok());
+        .filter(|v| !v.trim().is_empty());
+    let env_error = raw_env.as_deref().and_then(|v| parse_filter(v).err());
+    let env = raw_env.clone().filter(|_| env_error.is_none());
     let targets = parse_filter(env.as_deref().unwrap_or(level))
         .unwrap_or_else(|_| Targets::new().with_default(Level::INFO));
     let (filter, handle) = reload::Layer::new(targets);
@@ -84,6 +128,9 @@ pub fn init(level: &str) -> LogHandle {
         .with(fmt)
         .try_init()
         .is_ok();
+    if let (Some(value), Some(error)) = (raw_env, env_error) {
+        tracing::warn!(rust_log = %value, %error, "RUST_LOG ignored; using log_level from the configuration");
+    }
     LogHandle {
         reload: installed.then_some(handle),
         env_override: env.is_some(),
@@ -122,5 +169,35 @@ where
             .clone()
             .without_time()
             .format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_word_must_be_a_level() {
+        assert!(parse_filter("inof").is_err());
+        assert!(parse_filter("info,sled").is_err());
+        assert!(parse_filter(" ").is_err());
+        for ok in ["info", "DEBUG", "warn,gcal_syncd::sync=debug", "off"] {
+            assert!(parse_filter(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn secret_bearing_dependencies_never_log_below_info() {
+        let f = parse_filter("trace,yup_oauth2=trace,hyper::proto=debug").expect("filter");
+        for target in ["yup_oauth2", "yup_oauth2::authenticator", "hyper::proto"] {
+            assert!(!f.would_enable(target, &Level::DEBUG), "{target}");
+            assert!(f.would_enable(target, &Level::INFO), "{target}");
+        }
+        // Not named: turned down to warn, although the default is trace.
+        assert!(!f.would_enable("reqwest", &Level::INFO));
+        assert!(f.would_enable("gcal_syncd::sync", &Level::TRACE));
+        let quiet = parse_filter("info").expect("filter");
+        assert!(!quiet.would_enable("sled", &Level::INFO));
+        assert!(quiet.would_enable("gcal_syncd", &Level::INFO));
     }
 }

@@ -167,10 +167,18 @@ fn status(path: PathBuf, json: bool) -> ExitCode {
 fn check_config(path: PathBuf) -> ExitCode {
     match load(&path) {
         Ok(cfg) => {
-            for warning in cfg.warnings() {
-                eprintln!("warning: {warning}");
+            // Warnings before the verdict, on the same stream, so they are
+            // read in that order however the output is captured.
+            let warnings = cfg.warnings();
+            for warning in &warnings {
+                println!("warning: {warning}");
             }
-            println!("{}: OK ({} account(s))", path.display(), cfg.accounts.len());
+            println!(
+                "{}: OK ({} account(s), {} warning(s))",
+                path.display(),
+                cfg.accounts.len(),
+                warnings.len()
+            );
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -19,7 +19,11 @@ const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let mut src = Source::new(path, text);
-    let raw: RawConfig = parse_all(&mut src).unwrap_or_default();
+    // A file that is not TOML (or whose shape serde gave up on) is reported
+    // alone: "is required" errors after a syntax error would be noise.
+    let Some(raw) = parse_all::<RawConfig>(&mut src) else {
+        return Err(ConfigErrors(src.errors));
+    };
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -92,10 +96,7 @@ impl Validator<'_> {
         let Some(level) = raw else {
             return Some("info".into());
         };
-        match level
-            .get_ref()
-            .parse::<tracing_subscriber::filter::Targets>()
-        {
+        match crate::logging::parse_filter(level.get_ref()) {
             Ok(_) => Some(level.get_ref().clone()),
             Err(e) => {
                 self.src.error_at(

@@ -97,6 +97,42 @@ fn all_errors_of_a_file_are_reported_in_file_order() {
 }
 
 #[test]
+fn a_toml_syntax_error_is_reported_alone() {
+    let dir = credentials_dir("syntax");
+    let path = place(&Path::new(FIXTURES).join("not_toml.toml"), &dir);
+    let err = Config::load(&path).expect_err("invalid").0;
+    assert_eq!(
+        err.len(),
+        1,
+        "consequential errors after the syntax error: {err:#?}"
+    );
+}
+
+#[test]
+fn check_config_prints_warnings_before_its_verdict() {
+    let dir = credentials_dir("warnings");
+    let path = dir.write(
+        "config.toml",
+        "[hook]\npublic_url = \"http://hooks.example.com/gcal/notify\"\n\
+         [[accounts]]\nname = \"clinic\"\ncredentials_file = \"sa.json\"\ncalendars = [\"primary\"]\n",
+    );
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("warning: hook.public_url"), "{stdout}");
+    assert!(
+        lines[1].ends_with("OK (1 account(s), 1 warning(s))"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn example_config_passes_check_config() {
     let dir = credentials_dir("example");
     let example =
@@ -118,7 +154,7 @@ fn example_config_passes_check_config() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 account(s))"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 account(s), 0 warning(s))"));
 
     // Without the variable, the error names the key and the variable.
     let out = Command::new(bin())
