@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,8 @@ const STEP_LIMIT: Duration = Duration::from_secs(60);
 /// directory under the temp dir, removed on exit, Ctrl-C and SIGTERM
 /// included, unless `keep_dir`.
 pub async fn run(keep_running: bool, keep_dir: bool) -> u8 {
+    // Handlers first: a Ctrl-C from now on cleans up instead of killing.
+    let mut interrupts = Interrupts::install();
     let mut scratch = match ScratchDir::new("demo") {
         Ok(s) => s,
         Err(e) => {
@@ -52,13 +55,14 @@ pub async fn run(keep_running: bool, keep_dir: bool) -> u8 {
     };
     let code = tokio::select! {
         code = demo.script() => code,
-        _ = interrupted() => {
+        _ = interrupts.next() => {
             println!("\n== interrupted");
             130
         }
     };
     if code == 0 && keep_running {
-        demo.keep_running().await;
+        demo.keep_running();
+        interrupts.next().await;
     }
     demo.stop.cancel();
     let _ = (&mut demo.daemon).await;
@@ -68,21 +72,31 @@ pub async fn run(keep_running: bool, keep_dir: bool) -> u8 {
     code
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// SIGINT (Ctrl-C) and SIGTERM, caught from [`Interrupts::install`] on.
+struct Interrupts(Option<(Signal, Signal)>);
+
+impl Interrupts {
+    fn install() -> Interrupts {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(int), Ok(term)) => Interrupts(Some((int, term))),
+            _ => Interrupts(None),
         }
-        // No signal handling: never report an interruption.
-        _ => std::future::pending().await,
+    }
+
+    /// The next SIGINT or SIGTERM (never, where handlers could not be set).
+    async fn next(&mut self) {
+        match &mut self.0 {
+            Some((int, term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -499,9 +513,8 @@ impl Demo {
         }
     }
 
-    /// Hints for trying the daemon by hand, then waits for Ctrl-C or
-    /// SIGTERM.
-    async fn keep_running(&self) {
+    /// Hints for trying the daemon by hand.
+    fn keep_running(&self) {
         let emu = self.emu.url();
         let me = std::env::current_exe()
             .map_or_else(|_| "gcal-syncd".to_string(), |p| p.display().to_string());
@@ -523,7 +536,6 @@ impl Demo {
             "   API=http://{} CURSOR=./gcal-cursor sh feed-loop.sh",
             self.api
         );
-        interrupted().await;
     }
 }
 
