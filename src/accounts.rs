@@ -1,15 +1,15 @@
 //! The running calendars and the code that starts and stops them. One Google
 //! client per account (authenticator + rate limiter), one engine per
-//! calendar on the daemon's task tracker. [`Calendars`] is the registry the
+//! calendar, as a watched task ([`Tasks`]). [`Calendars`] is the registry the
 //! hook, the API and the channel scheduler read; only [`Starter`] (driven by
 //! the daemon at start and on SIGHUP) changes it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use crate::tasks::Tasks;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Account, CalendarSelection, Config, OnCalendarRemoved};
 use crate::feed::Feed;
@@ -106,7 +106,7 @@ pub struct Starter {
     pub store: Store,
     pub feed: Feed,
     pub board: StatusBoard,
-    pub tracker: TaskTracker,
+    pub tasks: Tasks,
     pub stop: CancellationToken,
     pub metrics: Metrics,
     pub calendars: Calendars,
@@ -129,7 +129,7 @@ impl Starter {
         store: Store,
         feed: Feed,
         board: StatusBoard,
-        tracker: TaskTracker,
+        tasks: Tasks,
         stop: CancellationToken,
         metrics: Metrics,
     ) -> Self {
@@ -137,7 +137,7 @@ impl Starter {
             store,
             feed,
             board,
-            tracker,
+            tasks,
             stop,
             metrics,
             calendars: Calendars::default(),
@@ -225,7 +225,8 @@ impl Starter {
                 stop.clone(),
                 self.metrics.clone(),
             );
-            let task = self.tracker.spawn(engine.run());
+            let name = format!("sync {}/{}", key.account, key.calendar_id);
+            let task = self.tasks.spawn(name, &stop, engine.run());
             if let Ok(mut inner) = self.calendars.0.write() {
                 inner.triggers.insert(key.clone(), trigger);
                 inner.stops.insert(key.clone(), (stop, task));

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::notify;
 use crate::store::{Store, StoreError};
 use crate::sync::StatusBoard;
+use crate::tasks::Tasks;
 
 /// Why the daemon could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("the {0} task stopped unexpectedly (see the error above); exiting so that systemd restarts the daemon")]
+    TaskDied(String),
 }
 
 /// The two sockets the daemon serves, bound before it starts (tests bind
@@ -95,6 +98,7 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     let tracker = TaskTracker::new();
+    let (tasks, mut deaths) = Tasks::new(tracker.clone());
     let metrics = Metrics::new();
     let retention = Retention {
         keep: config.feed.retention,
@@ -104,7 +108,7 @@ pub async fn run(
         store.clone(),
         retention,
         stop.clone(),
-        &tracker,
+        &tasks,
         metrics.clone(),
     )?;
     let board = StatusBoard::default();
@@ -113,7 +117,7 @@ pub async fn run(
         store.clone(),
         feed.clone(),
         board.clone(),
-        tracker.clone(),
+        tasks.clone(),
         stop.clone(),
         metrics.clone(),
     );
@@ -156,16 +160,17 @@ pub async fn run(
         stop: stop.clone(),
         metrics,
     };
-    tracker.spawn(scheduler.run());
+    tasks.spawn("channel scheduler", &stop, scheduler.run());
     let (config_tx, _config_rx) = watch::channel(Arc::new(config));
-    spawn_servers(&tracker, listeners, hook, api, &stop);
-    tracker.spawn(notify::watchdog(stop.clone()));
+    spawn_servers(&tasks, listeners, hook, api, &stop);
+    tasks.spawn("watchdog", &stop, notify::watchdog(stop.clone()));
     notify::ready(&format!(
         "serving hook={} api={}",
         fmt_addr(hook_addr),
         fmt_addr(api_addr)
     ));
 
+    let mut died = None;
     let list_trigger = starter.calendars.list_trigger();
     let mut next_list_refresh =
         list_refresh(&config_tx.borrow()).map(|d| tokio::time::Instant::now() + d);
@@ -186,6 +191,10 @@ pub async fn run(
         };
         tokio::select! {
             _ = stop.cancelled() => break,
+            name = deaths.next() => {
+                died = Some(name);
+                break;
+            }
             msg = control.recv() => match msg {
                 Some(Control::Reload) => reload(&config_tx, &log, &starter, &channel_tx).await,
                 None => break,
@@ -213,12 +222,15 @@ pub async fn run(
         tracing::warn!("tasks still running after the drain limit; stopping anyway");
     }
     store.flush().await?;
+    if let Some(task) = died {
+        return Err(DaemonError::TaskDied(task));
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 fn spawn_servers(
-    tracker: &TaskTracker,
+    tasks: &Tasks,
     listeners: Listeners,
     hook: Hook,
     api: Api,
@@ -228,24 +240,32 @@ fn spawn_servers(
         let hook = hook.clone();
         async move { hook.handle(req).await }
     };
-    tracker.spawn(http::serve(
-        "hook",
-        listeners.hook,
-        http::Limits::default(),
-        hook_handler,
-        stop.clone(),
-    ));
+    tasks.spawn(
+        "hook listener",
+        stop,
+        http::serve(
+            "hook",
+            listeners.hook,
+            http::Limits::default(),
+            hook_handler,
+            stop.clone(),
+        ),
+    );
     let api_handler = move |req| {
         let api = api.clone();
         async move { api.handle(req).await }
     };
-    tracker.spawn(http::serve(
-        "api",
-        listeners.api,
-        http::Limits::default(),
-        api_handler,
-        stop.clone(),
-    ));
+    tasks.spawn(
+        "api listener",
+        stop,
+        http::serve(
+            "api",
+            listeners.api,
+            http::Limits::default(),
+            api_handler,
+            stop.clone(),
+        ),
+    );
 }
 
 /// Re-reads the configuration file and applies it: calendars added get an

@@ -46,7 +46,7 @@ impl Feed {
         store: Store,
         retention: Retention,
         stop: CancellationToken,
-        tracker: &tokio_util::task::TaskTracker,
+        tasks: &crate::tasks::Tasks,
         metrics: Metrics,
     ) -> Result<Feed, StoreError> {
         let last = store.last_seq()?;
@@ -58,7 +58,8 @@ impl Feed {
             next: last + 1,
             metrics,
         };
-        tracker.spawn(writer.run(rx, retention, stop));
+        let watched = stop.clone();
+        tasks.spawn("feed writer", &watched, writer.run(rx, retention, stop));
         Ok(Feed { tx, head })
     }
 
@@ -155,8 +156,13 @@ impl Writer {
 
     /// One retention turn; true when it removed a full batch (more may be due).
     async fn prune(&self, retention: &Retention) -> bool {
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(retention.keep).unwrap_or(chrono::Duration::MAX);
+        // Checked: a retention longer than the clock can subtract keeps all.
+        let Some(cutoff) = chrono::Duration::from_std(retention.keep)
+            .ok()
+            .and_then(|keep| chrono::Utc::now().checked_sub_signed(keep))
+        else {
+            return false;
+        };
         let store = self.store.clone();
         let sinks = retention.sinks.clone();
         let result = tokio::task::spawn_blocking(move || {

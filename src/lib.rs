@@ -15,6 +15,7 @@
 //! - [`secret`]: a string that never reaches a log line.
 //! - [`private_dir`]: 0700 directories and 0600 files (store, demo, emulator).
 //! - [`emulator`]: a strict Google Calendar v3 emulator (tests, demo).
+//! - [`tasks`]: long-lived tasks whose death stops the daemon.
 //! - [`tls`]: the rustls crypto provider, installed once.
 
 pub mod accounts;
@@ -37,4 +38,5 @@ pub mod secret;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod tls;

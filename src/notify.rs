@@ -41,7 +41,8 @@ pub fn status(line: &str) {
 /// at once when systemd set no watchdog.
 pub async fn watchdog(stop: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else {
-        return;
+        // Nothing to do, but a watched task ends only at stop.
+        return stop.cancelled().await;
     };
     let mut tick = tokio::time::interval((period / 2).max(Duration::from_millis(100)));
     loop {

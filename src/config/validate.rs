@@ -14,6 +14,9 @@ use super::source::{parse_all, ConfigErrors, Source};
 use super::*;
 
 const DEFAULT_API_BASE: &str = "https://www.googleapis.com/calendar/v3";
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
 /// Where systemd tells a service its `LoadCredential=` directory.
 const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
@@ -71,7 +74,7 @@ impl Validator<'_> {
             .feed
             .as_ref()
             .and_then(|f| f.get_ref().retention.as_ref());
-        let retention = self.duration(feed, "feed.retention", "7d", false);
+        let retention = self.duration(feed, "feed.retention", "7d", false, DAY * 3650);
         let sinks = self.sinks(raw);
         Some(Config {
             path: self.src.file().to_path_buf(),
@@ -156,9 +159,10 @@ impl Validator<'_> {
             "channels.ttl",
             "7d",
             false,
+            DAY * 30,
         );
         let renew_raw = table.and_then(|c| c.renew_before.as_ref());
-        let renew_before = self.duration(renew_raw, "channels.renew_before", "1d", false);
+        let renew_before = self.duration(renew_raw, "channels.renew_before", "1d", false, DAY * 30);
         if let (Some(ttl), Some(renew)) = (ttl, renew_before) {
             if renew >= ttl {
                 let span = renew_raw.map_or(span_of(&raw.channels), Spanned::span);
@@ -185,6 +189,7 @@ impl Validator<'_> {
             "sync.poll_interval",
             "15m",
             false,
+            DAY * 7,
         );
         let page_size = self.int(
             t.and_then(|s| s.page_size.as_ref()),
@@ -197,6 +202,7 @@ impl Validator<'_> {
             "sync.debounce",
             "1s",
             true,
+            MINUTE * 10,
         );
         let max_conc = self.int(
             t.and_then(|s| s.max_concurrent.as_ref()),
@@ -208,7 +214,7 @@ impl Validator<'_> {
             .and_then(|s| s.single_events.as_ref())
             .is_some_and(|b| *b.get_ref());
         let retry = t.and_then(|s| s.retry_base.as_ref());
-        let retry_base = self.duration(retry, "sync.retry_base", "1s", false);
+        let retry_base = self.duration(retry, "sync.retry_base", "1s", false, MINUTE * 10);
         Some(SyncConfig {
             poll_interval: poll?,
             page_size: page_size? as u32,
@@ -443,9 +449,19 @@ impl Validator<'_> {
         key: &str,
         default: &str,
         zero_ok: bool,
+        max: Duration,
     ) -> Option<Duration> {
         let text = v.map_or(default, |s| s.get_ref().as_str());
         match humantime::parse_duration(text) {
+            Ok(d) if d > max => {
+                let msg = format!(
+                    "\"{}\" is longer than the most this setting allows ({})",
+                    text.escape_debug(),
+                    humantime::format_duration(max)
+                );
+                self.src.error(v.map_or(0..0, Spanned::span), key, msg);
+                None
+            }
             Ok(d) if d.is_zero() && !zero_ok => {
                 self.src.error(
                     v.map_or(0..0, Spanned::span),

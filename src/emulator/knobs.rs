@@ -118,6 +118,9 @@ pub enum FaultKind {
     Slow,
     /// Close the connection without an answer.
     Drop,
+    /// events.list answers, but its first item's `id` is a number (a
+    /// malformed answer the client must not take as a page).
+    BadItemId,
 }
 
 /// A fault applied to matching requests.

@@ -129,6 +129,12 @@ impl Server {
                 tokio::time::sleep(Duration::from_millis(rule.slow_ms)).await;
                 return None;
             }
+            FaultKind::BadItemId => {
+                if let Ok(mut w) = self.world.lock() {
+                    w.bad_item_ids_pending += 1;
+                }
+                return None;
+            }
         };
         Some(Ok(e))
     }
@@ -217,9 +223,13 @@ impl Server {
             reader: principal,
         };
         let calendar = w.calendars.get(&id).ok_or_else(ApiError::not_found)?;
-        let (body, items) = list(calendar, &q, &mut env)?;
+        let (mut body, items) = list(calendar, &q, &mut env)?;
         w.counters.list_items += items as u64;
         *w.counters.list_calls_by_calendar.entry(id).or_default() += 1;
+        if w.bad_item_ids_pending > 0 && items > 0 {
+            w.bad_item_ids_pending -= 1;
+            body = break_first_item_id(&body);
+        }
         Ok(Outcome::Text(body))
     }
 
@@ -310,6 +320,17 @@ impl Server {
 }
 
 /// What an API method produced.
+/// The `bad_item_id` fault: the first item's `id` becomes a number.
+fn break_first_item_id(body: &str) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(body) else {
+        return body.to_string();
+    };
+    if let Some(first) = v.pointer_mut("/items/0") {
+        first["id"] = json!(4_242_424_242u64);
+    }
+    v.to_string()
+}
+
 pub enum Outcome {
     Json(u16, Value),
     /// JSON already serialized (events.list writes it directly).

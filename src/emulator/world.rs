@@ -111,6 +111,9 @@ pub struct World {
     pub muted: bool,
     /// Chance of a short or empty page that still carries nextPageToken.
     pub short_page_rate: f64,
+    /// events.list answers still to be sent with a broken first item (the
+    /// `bad_item_id` fault).
+    pub bad_item_ids_pending: u32,
 }
 
 impl World {
@@ -139,6 +142,7 @@ impl World {
             outbox,
             muted: false,
             short_page_rate: 0.0,
+            bad_item_ids_pending: 0,
             opts,
         }
     }

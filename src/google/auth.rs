@@ -134,12 +134,20 @@ impl Authenticator {
     async fn fetch(&self, force: bool) -> Result<(Secret, Duration), GoogleError> {
         match &self.kind {
             Kind::ServiceAccount(auth) => {
-                let result = if force {
+                let mut token = if force {
                     auth.force_refreshed_token(&self.scopes).await
                 } else {
                     auth.token(&self.scopes).await
-                };
-                let token = result.map_err(map_yup)?;
+                }
+                .map_err(map_yup)?;
+                if token.token().is_none() && !force {
+                    // yup-oauth2 keeps such a token in its cache and would
+                    // hand it out again: ask the endpoint afresh.
+                    token = auth
+                        .force_refreshed_token(&self.scopes)
+                        .await
+                        .map_err(map_yup)?;
+                }
                 let lifetime = token
                     .expiration_time()
                     .map(|t| {
@@ -148,8 +156,10 @@ impl Authenticator {
                         )
                     })
                     .unwrap_or(Duration::from_secs(3000));
+                // yup-oauth2 takes an error page it can read as JSON (a
+                // 500's body) for a token without a value: a passing failure.
                 let value = token.token().ok_or_else(|| {
-                    GoogleError::Auth("token response had no access_token".into())
+                    GoogleError::Transient("the token endpoint's answer had no access_token".into())
                 })?;
                 Ok((Secret::new(value), lifetime))
             }
@@ -173,20 +183,15 @@ impl Authenticator {
                     .await
                     .map_err(|e| GoogleError::Transient(Box::new(e)))?;
                 let status = resp.status();
-                if status.is_server_error() {
-                    return Err(GoogleError::Transient(
-                        format!("token endpoint answered {status}").into(),
-                    ));
-                }
                 if !status.is_success() {
                     let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    let code = body
-                        .get("error")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("unknown");
-                    return Err(GoogleError::Auth(format!(
-                        "token endpoint answered {status} {code}; re-authorise the account"
-                    )));
+                    let code = body.get("error").and_then(|v| v.as_str()).unwrap_or("");
+                    if status.is_client_error() && needs_person(code) {
+                        return Err(refused(code));
+                    }
+                    return Err(GoogleError::Transient(
+                        format!("token endpoint answered {status} {code}").into(),
+                    ));
                 }
                 let body: TokenResponse = super::client::read_json(resp, "token endpoint").await?;
                 Ok((
@@ -198,17 +203,49 @@ impl Authenticator {
     }
 }
 
-/// Connection failures are transient; anything the server said is not.
-/// Messages never include the key or a token.
+/// OAuth error codes that only a person can fix: the credentials, the
+/// grant or the delegation are wrong or revoked. Any other answer of the
+/// token endpoint (a 5xx, an HTML error page, a cut-off body,
+/// `temporarily_unavailable`) passes by itself.
+fn needs_person(code: &str) -> bool {
+    matches!(
+        code,
+        "invalid_grant"
+            | "invalid_client"
+            | "unauthorized_client"
+            | "access_denied"
+            | "invalid_scope"
+            | "unsupported_grant_type"
+            | "invalid_request"
+    )
+}
+
+/// The token endpoint refused the credentials: say what to do.
+fn refused(code: &str) -> GoogleError {
+    GoogleError::Auth(format!(
+        "token endpoint refused the credentials ({code}); replace or re-authorise them and reload"
+    ))
+}
+
+/// Refusals that need a person are [`GoogleError::Auth`]; everything else
+/// (unreachable, a server error, an answer that is not the JSON expected)
+/// is transient, as for an authorized user. Messages never include the key
+/// or a token.
 fn map_yup(e: yup_oauth2::Error) -> GoogleError {
     match e {
+        yup_oauth2::Error::AuthError(a) if needs_person(a.error.as_str()) => {
+            refused(a.error.as_str())
+        }
+        yup_oauth2::Error::AuthError(a) => {
+            GoogleError::Transient(format!("token endpoint answered {}", a.error.as_str()).into())
+        }
         yup_oauth2::Error::HttpError(_)
         | yup_oauth2::Error::HttpClientError(_)
         | yup_oauth2::Error::LowLevelError(_) => {
             GoogleError::Transient(format!("token endpoint unreachable: {e}").into())
         }
-        yup_oauth2::Error::AuthError(a) => {
-            GoogleError::Auth(format!("token endpoint refused: {}", a.error.as_str()))
+        yup_oauth2::Error::JSONError(_) | yup_oauth2::Error::MissingAccessToken => {
+            GoogleError::Transient("the token endpoint's answer was not a token response".into())
         }
         other => GoogleError::Auth(format!(
             "token request failed: {}",

@@ -16,10 +16,6 @@ use crate::google::{GoogleClient, GoogleError};
 use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
 use crate::store::{CalendarKey, Store};
 
-/// After a non-transient failure (bad request, auth refused), wait this
-/// long before trying again on our own; a ping still wakes it sooner.
-const LONG_BACKOFF: Duration = Duration::from_secs(600);
-
 /// One calendar's sync task and the handles it needs.
 pub struct Engine {
     pub(super) key: CalendarKey,
@@ -29,7 +25,7 @@ pub struct Engine {
     pub(super) settings: SyncSettings,
     pub(super) board: StatusBoard,
     pub(super) stop: CancellationToken,
-    trigger: Trigger,
+    pub(super) trigger: Trigger,
     permits: Arc<Semaphore>,
     pub(super) metrics: Metrics,
 }
@@ -66,14 +62,23 @@ impl Engine {
     pub async fn run(self) {
         self.set_state("starting", None);
         let mut next_poll = Instant::now();
+        // Set after a failure needing a person: not even a ping retries
+        // before it.
         let mut not_before = Instant::now();
+        let mut last_attempt = Instant::now();
         let mut failures = 0u32;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = self.trigger.notified() => {
-                    // Debounce: a ping can precede the change; later pings join this pass.
-                    let wake = (Instant::now() + self.settings.debounce).max(not_before);
+                    // Debounce: a ping can precede the change; later pings join
+                    // this pass. After a passing failure a genuine ping retries
+                    // at once, but at most once per retry_base, so a failing
+                    // Google is not hammered.
+                    let mut wake = later(Instant::now(), self.settings.debounce).max(not_before);
+                    if failures > 0 {
+                        wake = wake.max(later(last_attempt, self.settings.retry_base));
+                    }
                     tokio::select! {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep_until(wake) => {}
@@ -87,6 +92,7 @@ impl Engine {
                 p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             };
             let started = Instant::now();
+            last_attempt = started;
             let result = self.pass().await;
             drop(permit);
             match result {
@@ -99,7 +105,7 @@ impl Engine {
                         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                     failures = 0;
                     not_before = Instant::now();
-                    next_poll = Instant::now() + jitter(self.settings.poll_interval, 0.25);
+                    next_poll = later(Instant::now(), jitter(self.settings.poll_interval, 0.25));
                     self.board.update(&self.key, |s| {
                         s.state = "idle";
                         s.progress = None;
@@ -124,21 +130,12 @@ impl Engine {
                             .inc();
                     }
                     failures += 1;
-                    let delay = match &e {
-                        PassError::Google(g) if g.is_transient() => {
-                            retry_delay(self.settings.retry_base, failures, None)
-                        }
-                        PassError::Store(_) => {
-                            retry_delay(self.settings.retry_base, failures, None)
-                        }
-                        _ => LONG_BACKOFF.min(retry_delay(
-                            self.settings.retry_base,
-                            failures + 8,
-                            None,
-                        )),
-                    };
-                    not_before = Instant::now() + delay;
-                    next_poll = not_before;
+                    let person = e.needs_person();
+                    // A person's fix takes minutes: start near the 5-minute cap.
+                    let attempt = if person { failures + 8 } else { failures };
+                    let delay = retry_delay(self.settings.retry_base, attempt, None);
+                    next_poll = later(Instant::now(), delay);
+                    not_before = if person { next_poll } else { Instant::now() };
                     let message = describe(&e);
                     self.record_error(&message);
                     tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
@@ -177,6 +174,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// `from + d`, or a month from `from` where that overflows the clock.
+fn later(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d)
+        .unwrap_or_else(|| from + Duration::from_secs(30 * 86_400))
 }
 
 fn describe(e: &PassError) -> String {

@@ -22,6 +22,27 @@ pub enum PassError {
     Store(#[from] StoreError),
     #[error("stopped")]
     Stopped,
+    /// An item Google listed cannot be used (no string `id`). The page is
+    /// not written and the token not advanced, so the change is not lost:
+    /// the pass fails and is retried.
+    #[error("events.list returned an item without a usable id ({0}); the page was not written")]
+    UnusableItem(String),
+    #[error("the last page of events.list carried no nextSyncToken; the page was not written")]
+    MissingSyncToken,
+}
+
+impl PassError {
+    /// Only a person can fix it (credentials revoked, access removed, a
+    /// request Google will always refuse): wait long. Anything else passes
+    /// by itself and is retried from `sync.retry_base`, doubling.
+    pub fn needs_person(&self) -> bool {
+        matches!(
+            self,
+            PassError::Google(
+                GoogleError::Auth(_) | GoogleError::Rejected { .. } | GoogleError::NotFound(_)
+            )
+        )
+    }
 }
 
 /// What a pass did, for the one-line summary.
@@ -32,6 +53,10 @@ pub struct PassStats {
     pub items: u64,
     pub records: u64,
 }
+
+/// An outage of events.list is logged (WARN) and shown in status after
+/// this many failed attempts in a row; the first ones are usual blips.
+const WARN_AFTER_FAILURES: u32 = 3;
 
 /// Logs full-sync progress at most this often.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -167,13 +192,28 @@ impl Engine {
     /// the daemon stops.
     async fn fetch(&self, params: &ListParams<'_>) -> Result<EventsPage, PassError> {
         let mut attempt = 0;
+        // A ping cut a backoff short: its change must get a pass of its own.
+        let mut pinged = false;
+        // The state shown again once an outage ends.
+        let resumed = self.board.get(&self.key).map_or("incremental", |s| s.state);
         loop {
+            let attempted = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = self.stop.cancelled() => return Err(PassError::Stopped),
                 r = self.google.events_list(&self.key.calendar_id, params) => r,
             };
             match result {
                 Ok(page) => {
+                    if pinged {
+                        self.trigger.poke();
+                    }
+                    if attempt >= WARN_AFTER_FAILURES {
+                        tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, attempts = attempt + 1, "events.list answers again");
+                        self.board.update(&self.key, |s| {
+                            s.state = resumed;
+                            s.last_error = None;
+                        });
+                    }
                     let labels = self.labels();
                     self.metrics.list_calls.get_or_create(&labels).inc();
                     self.metrics
@@ -195,10 +235,31 @@ impl Engine {
                         _ => None,
                     };
                     let delay = retry_delay(self.settings.retry_base, attempt, retry_after);
-                    tracing::debug!(account = %self.key.account, calendar = %self.key.calendar_id, error = %e, retry_in = ?delay, "events.list failed; retrying");
+                    if attempt == WARN_AFTER_FAILURES {
+                        tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %e, attempts = attempt, retry_in = ?delay, "events.list keeps failing; retrying with backoff");
+                    } else {
+                        tracing::debug!(account = %self.key.account, calendar = %self.key.calendar_id, error = %e, retry_in = ?delay, "events.list failed; retrying");
+                    }
+                    if attempt >= WARN_AFTER_FAILURES {
+                        let message = e.to_string();
+                        self.board.update(&self.key, |s| {
+                            s.state = "backoff";
+                            s.last_error = Some(message);
+                        });
+                    }
                     tokio::select! {
                         _ = self.stop.cancelled() => return Err(PassError::Stopped),
                         _ = tokio::time::sleep(delay) => {}
+                        _ = self.trigger.notified() => {
+                            // A genuine ping: retry now, but at most once per
+                            // retry_base, so a failing Google is not hammered.
+                            pinged = true;
+                            let at = attempted + self.settings.retry_base;
+                            tokio::select! {
+                                _ = self.stop.cancelled() => return Err(PassError::Stopped),
+                                _ = tokio::time::sleep_until(at) => {}
+                            }
+                        }
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -208,7 +269,7 @@ impl Engine {
 
     /// Turns a page of items into versions to store and change records.
     /// `generation` is set in full syncs: every listed event is stamped.
-    fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, StoreError> {
+    fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, PassError> {
         let mut plan = Plan::default();
         let now = crate::sync::engine::now_rfc3339();
         // Ids already handled in this page (Google lists each once, but a
@@ -217,8 +278,11 @@ impl Engine {
         for item in items {
             let head = EventHead::of(&item);
             let Some(id) = head.id.clone() else {
-                tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, "skipping an item without an id");
-                continue;
+                let found = match item.to_value().get("id") {
+                    None => "no id".to_string(),
+                    Some(v) => format!("id is {}", json_kind(v)),
+                };
+                return Err(PassError::UnusableItem(found));
             };
             let stored = match in_page.get(&id) {
                 Some(v) => v.clone(),
@@ -395,10 +459,20 @@ struct Plan {
     touched: HashSet<String>,
 }
 
+/// A last page without `nextSyncToken`: a glitch on Google's side, retried
+/// like any passing failure (the page was not written).
 fn no_sync_token() -> PassError {
-    PassError::Google(GoogleError::Rejected {
-        status: 200,
-        reason: "noSyncToken".into(),
-        message: "the last page carried no nextSyncToken".into(),
-    })
+    PassError::MissingSyncToken
+}
+
+/// The JSON type of a value, for messages that must not quote it.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "an empty or odd string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }

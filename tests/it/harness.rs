@@ -27,6 +27,8 @@ pub struct Setup {
     /// `[channels]` lines.
     pub channels: &'static str,
     pub debounce: &'static str,
+    /// `sync.retry_base`.
+    pub retry_base: &'static str,
     /// Make the calendar one Google does not push for.
     pub pushless: bool,
     /// Top-level tables after `[[accounts]]` (`[feed]`, `[[sinks]]`).
@@ -45,6 +47,7 @@ impl Default for Setup {
             sync_extra: "",
             channels: "",
             debounce: "0s",
+            retry_base: "50ms",
             pushless: false,
             tail: "",
         }
@@ -108,7 +111,7 @@ path = "store"
 page_size = {page}
 poll_interval = "{poll}"
 debounce = "{debounce}"
-retry_base = "50ms"
+retry_base = "{retry_base}"
 {extra}
 [[accounts]]
 name = "emu"
@@ -122,6 +125,7 @@ calendars = {calendars}
             extra = setup.sync_extra,
             channels = setup.channels,
             debounce = setup.debounce,
+            retry_base = setup.retry_base,
             tail = setup.tail,
             calendars = if self.calendars == "all" {
                 "\"all\"".to_string()

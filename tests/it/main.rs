@@ -13,6 +13,7 @@ mod lifecycle;
 mod ops;
 mod push;
 mod readme;
+mod resilience;
 mod retention;
 mod store;
 mod support;

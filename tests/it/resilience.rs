@@ -1,0 +1,129 @@
+//! A hiccup must not stall a calendar and a malformed answer must not lose
+//! a change: token-endpoint failures are retried quickly for service
+//! accounts too, a ping cuts a long backoff short, an outage shows in
+//! status, and an item without a usable id fails its page instead of being
+//! skipped past.
+
+use std::time::Duration;
+
+use gcal_syncd::emulator::{Edit, FaultKind, FaultRule};
+use serde_json::json;
+
+use crate::emu::{self, event};
+use crate::harness::{last_seq, Harness, Setup, CAL};
+
+/// Far below every long backoff these tests guard against (about 4 to 5
+/// minutes before the fixes), far above what a healthy pass needs.
+const QUICK: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
+
+fn fault(kind: FaultKind, method: &str, remaining: u32) -> FaultRule {
+    FaultRule {
+        kind,
+        rate: 1.0,
+        method: Some(method.into()),
+        remaining: Some(remaining),
+        slow_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_token_endpoint_errors_for_a_service_account_cost_a_retry_not_minutes() {
+    let mut h = Harness::start("token-hiccup", Setup::default()).await;
+    h.wait_idle_with_token(WAIT).await;
+    h.stop_daemon().await;
+    // The restarted daemon's first token request meets two 500s.
+    h.emu
+        .set_faults(vec![fault(FaultKind::Backend500, "token", 2)]);
+    h.emu
+        .edit(CAL, Edit::Insert(event("made while down", 2)), false)
+        .await
+        .expect("insert");
+    h.start_daemon().await;
+    let got = h
+        .wait_changes("the change made while down", 0, QUICK, |c| !c.is_empty())
+        .await;
+    assert_eq!(got[0]["event"]["summary"], "made while down");
+    assert_eq!(h.emu.counters().faults_injected, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_shows_in_status_and_a_ping_cuts_the_long_backoff_short() {
+    let h = Harness::start(
+        "ping-wakes",
+        Setup {
+            retry_base: "2s",
+            ..Default::default()
+        },
+    )
+    .await;
+    h.wait_idle_with_token(WAIT).await;
+    // Five failures in a row (2+4+8+16 s of backoff); after the fifth the
+    // next retry waits 32 s (+-20%).
+    h.emu
+        .set_faults(vec![fault(FaultKind::Backend500, "events.list", 5)]);
+    h.emu
+        .edit(CAL, Edit::Insert(event("during the outage", 2)), true)
+        .await
+        .expect("insert");
+    let cal = emu::wait_until_async("status to show the outage", WAIT, || async {
+        let cal = h.calendar().await;
+        (cal["state"] == "backoff").then_some(cal)
+    })
+    .await;
+    assert!(
+        cal["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500")),
+        "{cal}"
+    );
+    emu::wait_until("all five faults to be spent", WAIT, || {
+        (h.emu.counters().faults_injected == 5).then_some(())
+    })
+    .await;
+    // Google is back; a genuine ping retries after retry_base (2 s), not
+    // after the backoff (at least 25.6 s), and both changes arrive.
+    h.emu
+        .edit(CAL, Edit::Insert(event("after the outage", 3)), true)
+        .await
+        .expect("insert");
+    let got = h
+        .wait_changes("both changes", 0, Duration::from_secs(15), |c| c.len() >= 2)
+        .await;
+    let summaries: Vec<&str> = got
+        .iter()
+        .filter_map(|c| c["event"]["summary"].as_str())
+        .collect();
+    assert!(
+        summaries.contains(&"during the outage") && summaries.contains(&"after the outage"),
+        "{summaries:?}"
+    );
+    let cal = emu::wait_until_async("status to recover", WAIT, || async {
+        let cal = h.calendar().await;
+        (cal["state"] == "idle").then_some(cal)
+    })
+    .await;
+    assert_eq!(cal["last_error"], json!(null), "{cal}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_without_a_usable_id_fails_its_page_and_the_change_still_arrives() {
+    let h = Harness::start("bad-item", Setup::default()).await;
+    let before = h.wait_idle_with_token(WAIT).await;
+    let seq = last_seq(&h.changes_after(0).await);
+    h.emu
+        .set_faults(vec![fault(FaultKind::BadItemId, "events.list", 1)]);
+    let made = h
+        .emu
+        .edit(CAL, Edit::Insert(event("behind a bad item", 2)), true)
+        .await
+        .expect("insert");
+    let got = h
+        .wait_changes("the change behind the bad item", seq, QUICK, |c| {
+            !c.is_empty()
+        })
+        .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["event_id"], made["id"]);
+    assert_eq!(h.emu.counters().faults_injected, 1, "{before}");
+}
