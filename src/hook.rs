@@ -127,7 +127,8 @@ impl Hook {
         });
         if first {
             tracing::info!(channel = %id.chars().take(64).collect::<String>(), "ping for an unknown channel (logged once per id)");
-            if let Some(rid) = resource_id.filter(|r| self.index.knows_resource(r)) {
+            let ours = crate::channels::plausibly_ours(id);
+            if let Some(rid) = resource_id.filter(|r| ours && self.index.knows_resource(r)) {
                 self.channels.send(ChannelMsg::Orphan {
                     id: id.to_string(),
                     resource_id: rid.to_string(),

@@ -20,6 +20,20 @@ pub use scheduler::Scheduler;
 use crate::secret::Secret;
 use crate::store::CalendarKey;
 
+/// A new channel id: a random UUID, hyphenated, lower case.
+pub(crate) fn new_channel_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Whether `id` has the shape of the ids [`new_channel_id`] makes. An
+/// unknown channel of another shape was never ours, so it is not worth a
+/// channels.stop call (forged pings must not spend the account's quota).
+pub fn plausibly_ours(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok_and(|u| {
+        u.get_version() == Some(uuid::Version::Random) && u.hyphenated().to_string() == id
+    })
+}
+
 /// What the hook needs to know about one of our channels.
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
@@ -128,5 +142,24 @@ mod tests {
         let (a, b) = (new_token(), new_token());
         assert_eq!(a.expose().len(), 43);
         assert_ne!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn only_ids_of_our_shape_are_plausibly_ours() {
+        assert!(plausibly_ours(&new_channel_id()));
+        for not_ours in [
+            "flood-id",
+            "",
+            "00000000-0000-0000-0000-000000000000",
+            "6F9619FF-8B86-4011-B42D-00C04FC964FF",
+            "6f9619ff8b864011b42d00c04fc964ff",
+        ] {
+            assert!(!plausibly_ours(not_ours), "{not_ours}");
+        }
     }
 }

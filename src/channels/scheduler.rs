@@ -3,7 +3,7 @@
 //! a message, so checks never overlap), and reconciles anyway when the cron
 //! has not fired for two periods (a missed renewal loses pings).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -58,6 +58,7 @@ impl Scheduler {
         let mut fallback = tokio::time::interval(state.period);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut orphans_stopped = HashSet::new();
+        let mut orphan_budget = OrphanBudget::default();
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -78,7 +79,7 @@ impl Scheduler {
                     Some(ChannelMsg::Removed) => self.stop_unconfigured().await,
                     Some(ChannelMsg::Orphan { id, resource_id }) => {
                         if orphans_stopped.len() < 10_000 && orphans_stopped.insert(id.clone()) {
-                            self.stop_orphan(&id, &resource_id).await;
+                            self.stop_orphan(&id, &resource_id, &mut orphan_budget).await;
                         }
                     }
                 },
@@ -214,7 +215,7 @@ impl Scheduler {
             return Ok(false);
         };
         let mut rec = ChannelRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: super::new_channel_id(),
             calendar: key.clone(),
             token: new_token(),
             resource_id: None,
@@ -351,7 +352,7 @@ impl Scheduler {
     }
 
     /// Stops, once, a channel that pings us but that we no longer own.
-    async fn stop_orphan(&self, id: &str, resource_id: &str) {
+    async fn stop_orphan(&self, id: &str, resource_id: &str, budget: &mut OrphanBudget) {
         let owner = self
             .store
             .channels()
@@ -359,13 +360,42 @@ impl Scheduler {
             .into_iter()
             .flatten()
             .find(|c| c.resource_id.as_deref() == Some(resource_id));
-        let Some(client) = owner.and_then(|c| self.calendars.client(&c.calendar.account)) else {
+        let Some(owner) = owner else { return };
+        let account = owner.calendar.account;
+        if !budget.take(&account, Instant::now()) {
+            tracing::debug!(channel = %id, account = %account, "not stopping an unknown channel: this minute's budget is spent");
+            return;
+        }
+        let Some(client) = self.calendars.client(&account) else {
             return;
         };
         match client.channels_stop(id, resource_id).await {
             Ok(()) => tracing::info!(channel = %id, "stopped an orphaned channel"),
             Err(e) => tracing::warn!(channel = %id, error = %e, "cannot stop an orphaned channel"),
         }
+    }
+}
+
+/// Stops of unknown channels allowed per account and minute. A genuine
+/// orphan (a channel of ours from before a crash) keeps pinging, so it is
+/// stopped sooner or later; a flood of forged pings costs a few calls.
+const ORPHAN_STOPS_PER_MINUTE: u32 = 3;
+
+/// Per-account count of orphan stops in the current minute.
+#[derive(Default)]
+struct OrphanBudget(HashMap<String, (Instant, u32)>);
+
+impl OrphanBudget {
+    fn take(&mut self, account: &str, now: Instant) -> bool {
+        let (since, used) = self.0.entry(account.to_string()).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(60) {
+            (*since, *used) = (now, 0);
+        }
+        if *used >= ORPHAN_STOPS_PER_MINUTE {
+            return false;
+        }
+        *used += 1;
+        true
     }
 }
 

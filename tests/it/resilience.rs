@@ -127,3 +127,60 @@ async fn an_item_without_a_usable_id_fails_its_page_and_the_change_still_arrives
     assert_eq!(got[0]["event_id"], made["id"]);
     assert_eq!(h.emu.counters().faults_injected, 1, "{before}");
 }
+
+/// 1200 forged pings carrying the calendar's real resource id: random
+/// UUIDs (our channel ids' shape) and other junk. Only a few channels.stop
+/// calls may be spent on them, and a genuine change still comes through at
+/// once.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_pings_do_not_spend_the_accounts_quota() {
+    let h = Harness::start("forged-orphans", Setup::default()).await;
+    h.wait_idle_with_token(WAIT).await;
+    let channels = h.emu.channels();
+    let resource_id = channels["channels"][0]["resource_id"]
+        .as_str()
+        .expect("resource id")
+        .to_string();
+    let url = format!("http://{}/gcal/notify", h.hook);
+    let http = emu::http();
+    for i in 0..1200u32 {
+        let id = if i % 2 == 0 {
+            uuid_v4(i)
+        } else {
+            format!("forged-{i}")
+        };
+        let status = http
+            .post(&url)
+            .header("X-Goog-Channel-ID", id)
+            .header("X-Goog-Resource-State", "exists")
+            .header("X-Goog-Resource-ID", &resource_id)
+            .header("X-Goog-Channel-Token", "guess")
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16();
+        assert_eq!(status, 404);
+    }
+    let seq = last_seq(&h.changes_after(0).await);
+    h.emu
+        .edit(CAL, Edit::Insert(event("genuine", 2)), true)
+        .await
+        .expect("insert");
+    h.wait_changes("the genuine change", seq, QUICK, |c| !c.is_empty())
+        .await;
+    let stops = h
+        .emu
+        .counters()
+        .calls
+        .get("channels.stop")
+        .copied()
+        .unwrap_or(0);
+    // Three per minute; the test may straddle a minute boundary.
+    assert!(stops <= 6, "{stops} channels.stop calls for forged pings");
+}
+
+/// A version-4 UUID made from `n` (not random, but of the right shape).
+fn uuid_v4(n: u32) -> String {
+    format!("{n:08x}-1f2e-4d3c-8b4a-{:012x}", u64::from(n) * 7919)
+}
