@@ -485,11 +485,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
-        match sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-        {
+        match open_once(path) {
             Err(e) if is_locked(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -497,6 +493,40 @@ fn open_db(path: &Path) -> sled::Result<sled::Db> {
         }
     }
 }
+
+/// One attempt. sled 0.34 panics on some damaged files instead of
+/// answering an error (seen: "tried to serialize Uninitialized" after a few
+/// flipped bytes); such a panic is corruption too, so that the store is
+/// moved aside instead of the daemon crash-looping on every start.
+fn open_once(path: &Path) -> sled::Result<sled::Db> {
+    let open = || {
+        #[cfg(test)]
+        if tests::PANICS_AT_OPEN.with(|n| n.replace(n.get().saturating_sub(1))) > 0 {
+            panic!("tried to serialize Uninitialized");
+        }
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(sled::Error::Unsupported(format!(
+                "{SLED_PANICKED}: {}",
+                what.chars().take(200).collect::<String>()
+            )))
+        }
+    }
+}
+
+/// How [`open_once`] reports a panic inside sled's open.
+const SLED_PANICKED: &str = "sled panicked while reading the store";
 
 /// sled reports its flock failure as an Io error with this text (sled 0.34
 /// config.rs try_lock); there is no typed variant.
@@ -519,7 +549,9 @@ fn classify_open(e: sled::Error, path: &Path) -> StoreError {
 fn is_corrupt(e: &sled::Error) -> bool {
     match e {
         sled::Error::Corruption { .. } => true,
-        sled::Error::Unsupported(msg) => msg.contains("failed to open database"),
+        sled::Error::Unsupported(msg) => {
+            msg.contains("failed to open database") || msg.starts_with(SLED_PANICKED)
+        }
         _ => false,
     }
 }
@@ -547,4 +579,33 @@ fn decode<T: DeserializeOwned>(
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        /// Opens on this thread that panic the way sled does on some
+        /// damaged files.
+        pub(super) static PANICS_AT_OPEN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn a_panic_inside_sleds_open_moves_the_store_aside_instead_of_crashing() {
+        let dir =
+            std::env::temp_dir().join(format!("gcal-syncd-unit-panic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("store");
+        drop(Store::open(&path).expect("create"));
+        PANICS_AT_OPEN.with(|n| n.set(1));
+        let store = Store::open(&path).expect("recovered, not crashed");
+        let aside = store
+            .recovered_from()
+            .map(Path::to_path_buf)
+            .expect("moved aside");
+        assert!(aside.join("db").exists(), "the old store is kept");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
