@@ -16,6 +16,7 @@ mod keys;
 pub mod records;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -60,6 +61,8 @@ pub enum StoreError {
     SeqTaken(u64),
     #[error("store backend error: {0}")]
     Backend(String),
+    #[error("the store is being reopened after a write failure")]
+    Reopening,
 }
 
 impl From<sled::Error> for StoreError {
@@ -68,9 +71,20 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// A handle to the open store. Cheap to clone; all clones share one database.
+/// A handle to the open store. Cheap to clone; all clones share one
+/// database, which [`Store::reopen`] can replace under all of them.
 #[derive(Clone)]
 pub struct Store {
+    /// The open database; `None` only while [`Store::reopen`] runs (or
+    /// after it failed), when every operation answers
+    /// [`StoreError::Reopening`].
+    trees: Arc<RwLock<Option<Arc<Trees>>>>,
+    path: PathBuf,
+    recovered_from: Option<PathBuf>,
+}
+
+/// The sled database and its trees.
+struct Trees {
     db: sled::Db,
     /// Schema version, seq floor, highest pruned seq.
     meta: sled::Tree,
@@ -82,8 +96,6 @@ pub struct Store {
     /// Calendar key -> 1 when Google refused push for it (poll-only). Kept
     /// apart from `calendars`, which the sync engine rewrites every page.
     poll_only: sled::Tree,
-    path: PathBuf,
-    recovered_from: Option<PathBuf>,
 }
 
 impl Store {
@@ -131,11 +143,49 @@ impl Store {
         path: &Path,
         recovered_from: Option<PathBuf>,
     ) -> Result<Store, StoreError> {
+        let trees = Trees::from_db(db, path, recovered_from.is_some())?;
+        Ok(Store {
+            trees: Arc::new(RwLock::new(Some(Arc::new(trees)))),
+            path: path.to_path_buf(),
+            recovered_from,
+        })
+    }
+
+    /// The open database, or [`StoreError::Reopening`].
+    fn t(&self) -> Result<Arc<Trees>, StoreError> {
+        self.trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::Reopening)
+    }
+
+    /// Closes the database and opens it again, in place for every clone.
+    ///
+    /// sled keeps the first I/O error (a full disk, say) and fails every
+    /// later write and flush with it until the database is opened anew;
+    /// this is how the feed writer recovers without a restart. Writes that
+    /// were not flushed are lost, which is safe: nothing unflushed was ever
+    /// shown to a reader, and the sync tokens went with them.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        // Take the database out first, so that its lock is released once
+        // the operations in flight drop their handles (open_db waits).
+        let old = self.trees.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+        let db = open_db(&self.path).map_err(|e| classify_open(e, &self.path))?;
+        let trees = Trees::from_db(db, &self.path, false)?;
+        *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(trees));
+        Ok(())
+    }
+}
+
+impl Trees {
+    fn from_db(db: sled::Db, path: &Path, recovered: bool) -> Result<Trees, StoreError> {
         // Channel tokens are in here: owner only (the directory is 0700
         // already; files sled made before this version are tightened too).
         crate::private_dir::restrict_tree(path);
         let meta = db.open_tree("meta")?;
-        if recovered_from.is_some() {
+        if recovered {
             // The old feed is unreadable and its head unknown: continue above
             // any seq it can have held, so that consumers' cursors stay behind
             // the new records instead of ahead of them.
@@ -163,7 +213,7 @@ impl Store {
                 }
             }
         }
-        Ok(Store {
+        Ok(Trees {
             meta,
             calendars: db.open_tree("calendars")?,
             events: db.open_tree("events")?,
@@ -172,11 +222,11 @@ impl Store {
             cursors: db.open_tree("cursors")?,
             poll_only: db.open_tree("poll_only")?,
             db,
-            path: path.to_path_buf(),
-            recovered_from,
         })
     }
+}
 
+impl Store {
     /// The store directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -190,7 +240,8 @@ impl Store {
     /// Writes the schema version (tests use it to fake a newer store).
     #[doc(hidden)]
     pub fn set_schema_version_for_tests(&self, version: u32) -> Result<(), StoreError> {
-        self.meta.insert(SCHEMA_KEY, &version.to_be_bytes())?;
+        let t = self.t()?;
+        t.meta.insert(SCHEMA_KEY, &version.to_be_bytes())?;
         Ok(())
     }
 
@@ -198,9 +249,9 @@ impl Store {
 
     /// The state of a calendar; the default for one never seen.
     pub fn calendar(&self, key: &CalendarKey) -> Result<CalendarState, StoreError> {
+        let t = self.t()?;
         let k = keys::calendar(key);
-        Ok(self
-            .calendars
+        Ok(t.calendars
             .get(&k)?
             .map(|v| decode("calendars", &k, &v))
             .transpose()?
@@ -208,14 +259,16 @@ impl Store {
     }
 
     pub fn put_calendar(&self, key: &CalendarKey, state: &CalendarState) -> Result<(), StoreError> {
-        self.calendars.insert(keys::calendar(key), encode(state))?;
+        let t = self.t()?;
+        t.calendars.insert(keys::calendar(key), encode(state))?;
         Ok(())
     }
 
     /// Every calendar with stored state, in key order.
     pub fn calendars(&self) -> Result<Vec<(CalendarKey, CalendarState)>, StoreError> {
+        let t = self.t()?;
         let mut out = Vec::new();
-        for item in self.calendars.iter() {
+        for item in t.calendars.iter() {
             let (k, v) = item?;
             let key = keys::decode_calendar(&k).ok_or_else(|| StoreError::Decode {
                 tree: "calendars",
@@ -234,8 +287,9 @@ impl Store {
         key: &CalendarKey,
         event_id: &str,
     ) -> Result<Option<EventVersion>, StoreError> {
+        let t = self.t()?;
         let k = keys::event(key, event_id);
-        self.events
+        t.events
             .get(&k)?
             .map(|v| decode("events", &k, &v))
             .transpose()
@@ -245,17 +299,20 @@ impl Store {
     pub fn events(
         &self,
         key: &CalendarKey,
-    ) -> impl Iterator<Item = Result<EventVersion, StoreError>> + '_ {
-        self.events.scan_prefix(keys::calendar(key)).map(|item| {
-            let (k, v) = item?;
-            decode("events", &k, &v)
-        })
+    ) -> Box<dyn Iterator<Item = Result<EventVersion, StoreError>> + Send> {
+        match self.t() {
+            Ok(t) => Box::new(t.events.scan_prefix(keys::calendar(key)).map(|item| {
+                let (k, v) = item?;
+                decode("events", &k, &v)
+            })),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     /// Whether any event of the calendar is stored.
     pub fn has_events(&self, key: &CalendarKey) -> Result<bool, StoreError> {
-        Ok(self
-            .events
+        let t = self.t()?;
+        Ok(t.events
             .scan_prefix(keys::calendar(key))
             .next()
             .transpose()?
@@ -266,6 +323,7 @@ impl Store {
     /// and the calendar state (with the sync token when it is the last page).
     /// Either all of it is stored or none of it.
     pub fn apply_page(&self, page: PageWrite) -> Result<(), StoreError> {
+        let t = self.t()?;
         // Encode outside the transaction: its closure may run more than once.
         let upserts: Vec<(Vec<u8>, Vec<u8>)> = page
             .upserts
@@ -285,8 +343,8 @@ impl Store {
         let cal_key = keys::calendar(&page.calendar);
         let state = encode(&page.state);
         drop(page); // only the encoded copies are needed from here on
-        let result: Result<(), TransactionError<u64>> =
-            (&self.events, &self.changes, &self.calendars).transaction(|(events, log, cals)| {
+        let result: Result<(), TransactionError<u64>> = (&t.events, &t.changes, &t.calendars)
+            .transaction(|(events, log, cals)| {
                 for (k, v) in &upserts {
                     events.insert(k.as_slice(), v.as_slice())?;
                 }
@@ -312,12 +370,13 @@ impl Store {
 
     /// Up to `limit` change records with `seq > after`, ascending.
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+        let t = self.t()?;
         let start = keys::seq(after.saturating_add(1));
         let mut out = Vec::new();
         if after == u64::MAX {
             return Ok(out);
         }
-        for item in self.changes.range(start..).take(limit) {
+        for item in t.changes.range(start..).take(limit) {
             let (k, v) = item?;
             out.push(decode("changes", &k, &v)?);
         }
@@ -328,12 +387,13 @@ impl Store {
     /// when a corrupt store was replaced, or the highest seq retention
     /// removed, whichever is highest: the next record gets `last_seq() + 1`.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let stored = self
+        let t = self.t()?;
+        let stored = t
             .changes
             .last()?
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        let floor = self
+        let floor = t
             .meta
             .get(SEQ_FLOOR_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
@@ -344,8 +404,8 @@ impl Store {
 
     /// The highest seq that feed retention removed (0 when none was).
     pub fn pruned_through(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .meta
+        let t = self.t()?;
+        Ok(t.meta
             .get(PRUNED_KEY)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0))
@@ -362,12 +422,13 @@ impl Store {
         max_seq: u64,
         limit: usize,
     ) -> Result<usize, StoreError> {
+        let t = self.t()?;
         #[derive(serde::Deserialize)]
         struct Age {
             detected_at: String,
         }
         let mut doomed: Vec<sled::IVec> = Vec::new();
-        for item in self.changes.iter().take(limit) {
+        for item in t.changes.iter().take(limit) {
             let (k, v) = item?;
             let seq = k
                 .as_ref()
@@ -392,7 +453,7 @@ impl Store {
         };
         let last = last.to_vec();
         let result: Result<(), TransactionError<()>> =
-            (&self.changes, &self.meta).transaction(|(log, meta)| {
+            (&t.changes, &t.meta).transaction(|(log, meta)| {
                 for k in &doomed {
                     log.remove(k)?;
                 }
@@ -409,18 +470,20 @@ impl Store {
     // ----- channels -----
 
     pub fn put_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
-        self.channels
-            .insert(channel.id.as_bytes(), encode(channel))?;
+        let t = self.t()?;
+        t.channels.insert(channel.id.as_bytes(), encode(channel))?;
         Ok(())
     }
 
     pub fn remove_channel(&self, id: &str) -> Result<(), StoreError> {
-        self.channels.remove(id.as_bytes())?;
+        let t = self.t()?;
+        t.channels.remove(id.as_bytes())?;
         Ok(())
     }
 
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        self.channels
+        let t = self.t()?;
+        t.channels
             .iter()
             .map(|item| {
                 let (k, v) = item?;
@@ -431,29 +494,32 @@ impl Store {
 
     /// Marks a calendar as one Google will not push for (or clears it).
     pub fn set_poll_only(&self, key: &CalendarKey, poll_only: bool) -> Result<(), StoreError> {
+        let t = self.t()?;
         if poll_only {
-            self.poll_only.insert(keys::calendar(key), &[1u8])?;
+            t.poll_only.insert(keys::calendar(key), &[1u8])?;
         } else {
-            self.poll_only.remove(keys::calendar(key))?;
+            t.poll_only.remove(keys::calendar(key))?;
         }
         Ok(())
     }
 
     pub fn poll_only(&self, key: &CalendarKey) -> Result<bool, StoreError> {
-        Ok(self.poll_only.contains_key(keys::calendar(key))?)
+        let t = self.t()?;
+        Ok(t.poll_only.contains_key(keys::calendar(key))?)
     }
 
     // ----- cursors -----
 
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .cursors
+        let t = self.t()?;
+        Ok(t.cursors
             .get(sink.as_bytes())?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
     }
 
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
-        self.cursors.insert(sink.as_bytes(), &seq.to_be_bytes())?;
+        let t = self.t()?;
+        t.cursors.insert(sink.as_bytes(), &seq.to_be_bytes())?;
         Ok(())
     }
 
@@ -461,19 +527,22 @@ impl Store {
 
     /// Makes every write so far durable (sled otherwise buffers up to 500 ms).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        let t = self.t()?;
+        t.db.flush_async().await?;
         Ok(())
     }
 
     /// [`Store::flush`] for code that is not async (shutdown, tests).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        let t = self.t()?;
+        t.db.flush()?;
         Ok(())
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        let t = self.t()?;
+        Ok(t.db.size_on_disk()?)
     }
 }
 
