@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::Daemon;
 
 #[test]
 fn demo_runs_to_completion_and_every_record_checks_out() {
@@ -43,84 +45,12 @@ fn demo_runs_to_completion_and_every_record_checks_out() {
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }
 
-/// A running `gcal-syncd demo` whose stdout lines arrive on a channel.
-struct Demo {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Demo {
-    fn spawn(args: &[&str]) -> Demo {
-        let mut child = Command::new(crate::support::bin())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn demo");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Demo {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line containing `needle`, waiting at most `within`.
-    fn wait_for(&mut self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no {needle:?} within {within:?}:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    /// The directory named in the demo's first line.
-    fn dir(&mut self) -> PathBuf {
-        let first = self.wait_for("store and config in ", Duration::from_secs(60));
-        PathBuf::from(first.rsplit("store and config in ").next().expect("dir"))
-    }
-
-    fn signal_and_wait(&mut self, signal: &str) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args([signal, &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the demo did not exit after {signal}");
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `gcal-syncd demo` with `args`, and the directory its first line names.
+fn spawn_demo(args: &[&str]) -> (Daemon, PathBuf) {
+    let mut demo = Daemon::spawn_stdout(args, &std::env::temp_dir());
+    let first = demo.wait_for_line("store and config in ", Duration::from_secs(60));
+    let dir = PathBuf::from(first.rsplit("store and config in ").next().expect("dir"));
+    (demo, dir)
 }
 
 /// Every file below `dir` (and `dir` itself) with a mode other than 0600
@@ -149,37 +79,37 @@ fn loose_modes(dir: &Path) -> Vec<String> {
 
 #[test]
 fn demo_keep_running_keeps_its_files_private_and_removes_them_on_ctrl_c() {
-    let mut demo = Demo::spawn(&["demo", "--keep-running"]);
-    let dir = demo.dir();
-    demo.wait_for("still running", Duration::from_secs(300));
-    let status = demo.wait_for(" status --config ", Duration::from_secs(10));
+    let (mut demo, dir) = spawn_demo(&["demo", "--keep-running"]);
+    demo.wait_for_line("still running", Duration::from_secs(300));
+    let status = demo.wait_for_line(" status --config ", Duration::from_secs(10));
     let binary = status.trim().split(' ').next().expect("binary");
     assert!(
         Path::new(binary).is_absolute() && Path::new(binary).exists(),
         "not a runnable path: {status}"
     );
-    let paste = demo.wait_for("sh feed-loop.sh", Duration::from_secs(10));
+    let paste = demo.wait_for_line("sh feed-loop.sh", Duration::from_secs(10));
     assert!(paste.trim().starts_with("API=http://127.0.0.1:"), "{paste}");
     assert!(dir.join("service-account.json").exists());
     assert!(dir.join("store").is_dir());
     let loose = loose_modes(&dir);
     assert!(loose.is_empty(), "{loose:?}");
-    assert_eq!(demo.signal_and_wait("-INT"), Some(0));
+    demo.signal("INT");
+    assert_eq!(demo.wait_exit(Duration::from_secs(60)), Some(0));
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
 #[test]
 fn an_interrupted_demo_removes_its_directory_and_exits_130() {
-    let mut demo = Demo::spawn(&["demo"]);
-    let dir = demo.dir();
-    demo.wait_for("== initial full sync", Duration::from_secs(60));
-    assert_eq!(demo.signal_and_wait("-TERM"), Some(130));
+    let (mut demo, dir) = spawn_demo(&["demo"]);
+    demo.wait_for_line("== initial full sync", Duration::from_secs(60));
+    demo.signal("TERM");
+    assert_eq!(demo.wait_exit(Duration::from_secs(60)), Some(130));
     assert!(!dir.exists(), "{} left behind", dir.display());
 
-    let mut kept = Demo::spawn(&["demo", "--keep-dir"]);
-    let dir = kept.dir();
-    kept.wait_for("== initial full sync", Duration::from_secs(60));
-    assert_eq!(kept.signal_and_wait("-INT"), Some(130));
+    let (mut kept, dir) = spawn_demo(&["demo", "--keep-dir"]);
+    kept.wait_for_line("== initial full sync", Duration::from_secs(60));
+    kept.signal("INT");
+    assert_eq!(kept.wait_exit(Duration::from_secs(60)), Some(130));
     assert!(dir.join("config.toml").exists(), "--keep-dir removed it");
     let _ = std::fs::remove_dir_all(&dir);
 }

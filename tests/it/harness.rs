@@ -327,6 +327,16 @@ calendars = {calendars}
         })
         .await
     }
+
+    /// Waits until `/v1/calendars` shows the calendar in `state`.
+    pub async fn wait_state(&self, state: &str, within: Duration) -> Value {
+        let what = format!("the calendar to be in state {state}");
+        emu::wait_until_async(&what, within, || async {
+            let c = self.calendar().await;
+            (c["state"] == state).then_some(c)
+        })
+        .await
+    }
 }
 
 impl Drop for Harness {

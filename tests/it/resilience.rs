@@ -66,11 +66,7 @@ async fn an_outage_shows_in_status_and_a_ping_cuts_the_long_backoff_short() {
         .edit(CAL, Edit::Insert(event("during the outage", 2)), true)
         .await
         .expect("insert");
-    let cal = emu::wait_until_async("status to show the outage", WAIT, || async {
-        let cal = h.calendar().await;
-        (cal["state"] == "backoff").then_some(cal)
-    })
-    .await;
+    let cal = h.wait_state("backoff", WAIT).await;
     assert!(
         cal["last_error"]
             .as_str()
@@ -98,11 +94,7 @@ async fn an_outage_shows_in_status_and_a_ping_cuts_the_long_backoff_short() {
         summaries.contains(&"during the outage") && summaries.contains(&"after the outage"),
         "{summaries:?}"
     );
-    let cal = emu::wait_until_async("status to recover", WAIT, || async {
-        let cal = h.calendar().await;
-        (cal["state"] == "idle").then_some(cal)
-    })
-    .await;
+    let cal = h.wait_state("idle", WAIT).await;
     assert_eq!(cal["last_error"], json!(null), "{cal}");
 }
 

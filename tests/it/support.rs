@@ -95,7 +95,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_gcal-syncd")
 }
 
-/// A running `gcal-syncd` child whose stderr lines are collected.
+/// A running `gcal-syncd` child whose stderr (or, for the demo, stdout)
+/// lines are collected.
 pub struct Daemon {
     pub child: Child,
     lines: mpsc::Receiver<String>,
@@ -109,6 +110,16 @@ impl Daemon {
 
     /// Like [`Daemon::spawn`], with extra environment variables.
     pub fn spawn_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start(args, dir, env, false)
+    }
+
+    /// Like [`Daemon::spawn`], collecting stdout instead (what `demo`
+    /// prints for people); stderr is discarded.
+    pub fn spawn_stdout(args: &[&str], dir: &Path) -> Daemon {
+        Daemon::start(args, dir, &[], true)
+    }
+
+    fn start(args: &[&str], dir: &Path, env: &[(&str, &str)], stdout: bool) -> Daemon {
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .current_dir(dir)
@@ -118,16 +129,24 @@ impl Daemon {
             .env_remove("GCAL_SYNCD_CONFIG")
             .env_remove("CREDENTIALS_DIRECTORY");
         cmd.envs(env.iter().copied());
+        let (out, err) = if stdout {
+            (Stdio::piped(), Stdio::null())
+        } else {
+            (Stdio::null(), Stdio::piped())
+        };
         let mut child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .expect("spawn gcal-syncd");
-        let stderr = child.stderr.take().expect("stderr piped");
+        let stream: Box<dyn std::io::Read + Send> = match child.stdout.take() {
+            Some(o) => Box::new(o),
+            None => Box::new(child.stderr.take().expect("stderr piped")),
+        };
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }

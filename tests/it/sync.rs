@@ -291,10 +291,7 @@ async fn resync_reports_exactly_the_gap(name: &str, answer: u16) {
     let _ = h
         .wait_changes("3 differences", last_seq(&created), WAIT, |c| c.len() >= 3)
         .await;
-    emu::wait_until_async("the resync to finish", WAIT, || async {
-        (h.calendar().await["state"] == "idle").then_some(())
-    })
-    .await;
+    h.wait_state("idle", WAIT).await;
     let all = h.changes_after(last_seq(&created)).await;
     assert_eq!(all.len(), 3, "{}", summary(&all));
     let got = by_event(&all);
