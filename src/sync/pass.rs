@@ -25,8 +25,9 @@ pub enum PassError {
     /// An item Google listed cannot be used (no string `id`). The page is
     /// not written and the token not advanced, so the change is not lost:
     /// the pass fails and is retried.
-    #[error("events.list returned an item without a usable id ({0}); the page was not written")]
-    UnusableItem(String),
+    #[error("events.list returned an item with {0}; the page was not written")]
+    UnusableItem(&'static str),
+    /// Google's glitch, retried like any passing failure.
     #[error("the last page of events.list carried no nextSyncToken; the page was not written")]
     MissingSyncToken,
 }
@@ -100,7 +101,11 @@ impl Engine {
             state.events = (state.events as i64 + plan.delta).max(0) as u64;
             let last = page.next_page_token.is_none();
             if last {
-                state.sync_token = Some(page.next_sync_token.clone().ok_or_else(no_sync_token)?);
+                state.sync_token = Some(
+                    page.next_sync_token
+                        .clone()
+                        .ok_or(PassError::MissingSyncToken)?,
+                );
                 self.succeeded(&mut state);
             }
             stats.records += plan.changes.len() as u64;
@@ -153,7 +158,11 @@ impl Engine {
                 self.sweep(&mut plan, generation)?;
             }
             if last {
-                state.sync_token = Some(page.next_sync_token.clone().ok_or_else(no_sync_token)?);
+                state.sync_token = Some(
+                    page.next_sync_token
+                        .clone()
+                        .ok_or(PassError::MissingSyncToken)?,
+                );
                 self.succeeded(&mut state);
             }
             state.events = (state.events as i64 + plan.delta).max(0) as u64;
@@ -279,8 +288,8 @@ impl Engine {
             let head = EventHead::of(&item);
             let Some(id) = head.id.clone() else {
                 let found = match item.to_value().get("id") {
-                    None => "no id".to_string(),
-                    Some(v) => format!("id is {}", json_kind(v)),
+                    None => "no id",
+                    Some(_) => "an id that is not a string",
                 };
                 return Err(PassError::UnusableItem(found));
             };
@@ -457,22 +466,4 @@ struct Plan {
     delta: i64,
     /// Every id this page listed.
     touched: HashSet<String>,
-}
-
-/// A last page without `nextSyncToken`: a glitch on Google's side, retried
-/// like any passing failure (the page was not written).
-fn no_sync_token() -> PassError {
-    PassError::MissingSyncToken
-}
-
-/// The JSON type of a value, for messages that must not quote it.
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "an empty or odd string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
