@@ -97,12 +97,31 @@ impl Api {
         }
     }
 
+    /// 200 while the store takes writes, 503 (with the reason) while it
+    /// does not: the daemon is up, but the feed is paused.
     fn health(&self) -> Response {
         let mut body = json!({ "status": "ok", "store": self.store.path().display().to_string(), "feed_head": self.feed.head() });
         if let Some(aside) = self.store.recovered_from() {
             body["store_recovered_from"] = json!(aside.display().to_string());
         }
-        http::json(StatusCode::OK, &body)
+        match self.feed.failure() {
+            None => http::json(StatusCode::OK, &body),
+            Some(reason) => {
+                body["status"] = json!("failing");
+                body["store_error"] = json!(reason);
+                http::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+            }
+        }
+    }
+
+    /// The store's condition, for `/v1/calendars` (and so `status`).
+    fn store_summary(&self) -> Value {
+        json!({
+            "path": self.store.path().display().to_string(),
+            "feed_head": self.feed.head(),
+            "error": self.feed.failure(),
+            "recovered_from": self.store.recovered_from().map(|p| p.display().to_string()),
+        })
     }
 
     async fn changes(&self, q: ChangesQuery) -> Response {
@@ -121,6 +140,9 @@ impl Api {
                 _ = self.stop.cancelled() => {}
             }
         }
+        // Only durable records are served: a failed write can leave records
+        // above the head in the store's memory, and their seqs are not final.
+        let head = self.feed.head();
         // Retention only removes the oldest records, so reading the floor
         // after the records tells whether any record after `after` was gone.
         let read = self
@@ -139,7 +161,8 @@ impl Api {
                     "pruned_through": pruned,
                 }),
             ),
-            Ok((changes, _)) => {
+            Ok((mut changes, _)) => {
+                changes.retain(|c| c.seq <= head);
                 let next = changes.last().map_or(q.after, |c| c.seq);
                 http::json(StatusCode::OK, &json!({ "changes": changes, "next": next }))
             }
@@ -233,7 +256,10 @@ impl Api {
                 "last_error": live.last_error.or(state.last_error),
             }));
         }
-        http::json(StatusCode::OK, &json!({ "calendars": out }))
+        http::json(
+            StatusCode::OK,
+            &json!({ "calendars": out, "store": self.store_summary() }),
+        )
     }
 }
 

@@ -4,6 +4,13 @@
 //! wakes long-polling readers. One task owns the seq counter, so no lock.
 //! The same task applies `feed.retention` between pages: records older than
 //! it, and already passed by every sink, are removed oldest first.
+//!
+//! A write that fails (a full disk, an I/O error) puts the writer in the
+//! failing state, published through [`Feed::failure`]: every page is refused
+//! until [`Store::reopen`] succeeds, retried with backoff. Records of a failed
+//! page were never published, so no reader saw their seqs; after the reopen
+//! the writer continues above whatever the store actually holds (and never
+//! below the published head), so a seq a reader saw keeps its record.
 
 use std::time::Duration;
 
@@ -31,12 +38,16 @@ impl Retention {
 
 /// Records removed per transaction; more are removed on the next turn.
 const PRUNE_BATCH: usize = 5000;
+/// First and longest wait between attempts to reopen a failing store.
+const RECOVER_FIRST: Duration = Duration::from_secs(1);
+const RECOVER_MAX: Duration = Duration::from_secs(30);
 
 /// Sends pages to the writer and watches the head of the feed.
 #[derive(Clone)]
 pub struct Feed {
     tx: mpsc::Sender<(PageWrite, oneshot::Sender<Result<(), StoreError>>)>,
     head: watch::Receiver<u64>,
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Feed {
@@ -51,16 +62,18 @@ impl Feed {
     ) -> Result<Feed, StoreError> {
         let last = store.last_seq()?;
         let (head_tx, head) = watch::channel(last);
+        let (failure_tx, failure) = watch::channel(None);
         let (tx, rx) = mpsc::channel(16);
         let writer = Writer {
             store,
             head: head_tx,
+            failure: failure_tx,
             next: last + 1,
             metrics,
         };
         let watched = stop.clone();
         tasks.spawn("feed writer", &watched, writer.run(rx, retention, stop));
-        Ok(Feed { tx, head })
+        Ok(Feed { tx, head, failure })
     }
 
     /// Writes a page atomically; returns once it is durable. Change records
@@ -85,6 +98,21 @@ impl Feed {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.clone()
     }
+
+    /// Why the store cannot be written right now; `None` when it can.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Returns once the store takes writes (at once when it does now).
+    pub async fn writable(&self) {
+        let mut failure = self.failure.clone();
+        while failure.borrow_and_update().is_some() {
+            if failure.changed().await.is_err() {
+                return; // the writer stopped: the caller's next write says so
+            }
+        }
+    }
 }
 
 type Request = (PageWrite, oneshot::Sender<Result<(), StoreError>>);
@@ -93,6 +121,8 @@ type Request = (PageWrite, oneshot::Sender<Result<(), StoreError>>);
 struct Writer {
     store: Store,
     head: watch::Sender<u64>,
+    /// Set while writes fail; cleared by a successful reopen.
+    failure: watch::Sender<Option<String>>,
     next: u64,
     metrics: Metrics,
 }
@@ -105,19 +135,36 @@ impl Writer {
         stop: CancellationToken,
     ) {
         let mut prune_at = tokio::time::Instant::now();
+        // While failing: when to try the reopen next, and the wait after that.
+        let mut recover_at: Option<(tokio::time::Instant, Duration)> = None;
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(recover_at.map_or_else(far, |(at, _)| at)), if recover_at.is_some() => {
+                    let wait = recover_at.map_or(RECOVER_FIRST, |(_, wait)| wait);
+                    recover_at = match self.recover().await {
+                        Ok(()) => None,
+                        Err(()) => Some((tokio::time::Instant::now() + wait, (wait * 2).min(RECOVER_MAX))),
+                    };
+                }
                 msg = rx.recv() => match msg {
                     Some((page, reply)) => {
-                        let result = self.page(page).await;
+                        let failing = self.failure.borrow().clone();
+                        let result = match failing {
+                            Some(reason) => Err(StoreError::Failing(reason)),
+                            None => self.page(page).await,
+                        };
+                        if result.is_err() && recover_at.is_none() && self.failure.borrow().is_some() {
+                            recover_at = Some((tokio::time::Instant::now() + RECOVER_FIRST, RECOVER_FIRST * 2));
+                        }
                         // The engine may have stopped waiting (shutdown); the page is durable either way.
                         let _ = reply.send(result);
                     }
                     None => return,
                 },
-                _ = tokio::time::sleep_until(prune_at) => {
+                _ = tokio::time::sleep_until(prune_at), if recover_at.is_none() => {
                     let full_batch = self.prune(&retention).await;
                     prune_at = tokio::time::Instant::now()
                         + if full_batch { Duration::ZERO } else { retention.every() };
@@ -134,8 +181,14 @@ impl Writer {
         }
         let kinds: Vec<ChangeKind> = page.changes.iter().map(|c| c.change).collect();
         let result = write(&self.store, page).await;
-        if result.is_err() {
-            self.next = first; // nothing was written; the seqs are free again
+        if let Err(e) = &result {
+            // The page may sit in sled's memory, unflushed: its seqs are not
+            // reused in this process (recover() starts above them), and no
+            // reader saw them, since the head did not move.
+            self.metrics.store_write_failures.inc();
+            self.metrics.store_failing.set(1);
+            tracing::error!(error = %e, first_seq = first, "STORE WRITE FAILED: the feed is paused (nothing unwritten is served); reopening the store until it can be written again");
+            self.failure.send_replace(Some(e.to_string()));
         } else if self.next != first {
             self.head.send_replace(self.next - 1);
             self.metrics.feed_head.set((self.next - 1) as i64);
@@ -152,6 +205,46 @@ impl Writer {
             }
         }
         result
+    }
+
+    /// Reopens the store after a failed write and continues the feed above
+    /// whatever it holds. Err(()) (logged) while it still cannot.
+    async fn recover(&mut self) -> Result<(), ()> {
+        let store = self.store.clone();
+        let published = *self.head.borrow();
+        let reopened = tokio::task::spawn_blocking(move || {
+            store.reopen()?;
+            let last = store.last_seq()?;
+            // A store behind what readers were shown went back in time.
+            if last < published {
+                return Err(StoreError::Backend(format!(
+                    "after reopening, the store's last seq is {last}, behind seq {published} that readers were shown"
+                )));
+            }
+            // Prove the store takes writes before the engines are let in.
+            store.probe_write()?;
+            Ok(last)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store reopen task failed: {e}")))
+        .and_then(|r| r);
+        match reopened {
+            Ok(last) => {
+                self.next = last + 1;
+                // Records the failed page did get to disk are durable now.
+                self.head.send_replace(last);
+                self.metrics.feed_head.set(last as i64);
+                self.metrics.store_failing.set(0);
+                self.failure.send_replace(None);
+                tracing::info!(feed_head = last, "store writable again: the feed continues");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store still cannot be written; retrying");
+                self.failure.send_replace(Some(e.to_string()));
+                Err(())
+            }
+        }
     }
 
     /// One retention turn; true when it removed a full batch (more may be due).

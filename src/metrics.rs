@@ -63,6 +63,8 @@ pub struct Metrics {
     pub feed_pruned: Counter,
     pub feed_prune_passes: Counter,
     pub store_bytes: Gauge,
+    pub store_failing: Gauge,
+    pub store_write_failures: Counter,
     pub resident_bytes: Gauge,
     pub cpu_seconds: FloatGauge,
     pub start_time: FloatGauge,
@@ -94,6 +96,8 @@ impl Metrics {
             feed_pruned: Counter::default(),
             feed_prune_passes: Counter::default(),
             store_bytes: Gauge::default(),
+            store_failing: Gauge::default(),
+            store_write_failures: Counter::default(),
             resident_bytes: Gauge::default(),
             cpu_seconds: FloatGauge::default(),
             start_time: FloatGauge::default(),
@@ -168,6 +172,16 @@ impl Metrics {
             "store_size_bytes",
             "Size of the store on disk",
             m.store_bytes.clone(),
+        );
+        r.register(
+            "store_write_failing",
+            "1 while the store cannot be written (the feed is paused), else 0",
+            m.store_failing.clone(),
+        );
+        r.register(
+            "store_write_failures",
+            "Page writes the store refused (a full disk, an I/O error)",
+            m.store_write_failures.clone(),
         );
         r.register(
             "process_resident_memory_bytes",

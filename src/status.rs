@@ -66,6 +66,18 @@ pub fn table(body: &Value, now: DateTime<Utc>) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    let store = &body["store"];
+    if let Some(e) = store["error"].as_str() {
+        out.push_str(&format!(
+            "\nSTORE FAILING (the feed is paused at seq {}): {e}\n",
+            store["feed_head"].as_u64().unwrap_or(0)
+        ));
+    }
+    if let Some(aside) = store["recovered_from"].as_str() {
+        out.push_str(&format!(
+            "\nstore recovered: the damaged store was moved to {aside}\n"
+        ));
+    }
     out
 }
 
@@ -110,5 +122,15 @@ mod tests {
                 && lines[2].contains("never")
                 && lines[2].contains("rate limited")
         );
+        assert!(!t.contains("STORE"), "a healthy store adds no line:\n{t}");
+    }
+
+    #[test]
+    fn a_failing_or_recovered_store_is_said_below_the_table() {
+        let body = json!({"calendars": [], "store": {"feed_head": 540,
+            "error": "store backend error: No space left on device", "recovered_from": "/var/lib/s.corrupt-x"}});
+        let t = table(&body, Utc::now());
+        assert!(t.contains("STORE FAILING (the feed is paused at seq 540): store backend error: No space left on device"), "{t}");
+        assert!(t.contains("moved to /var/lib/s.corrupt-x"), "{t}");
     }
 }

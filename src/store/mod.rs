@@ -63,6 +63,8 @@ pub enum StoreError {
     Backend(String),
     #[error("the store is being reopened after a write failure")]
     Reopening,
+    #[error("the store cannot be written: {0}")]
+    Failing(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -529,6 +531,16 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         let t = self.t()?;
         t.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Writes and flushes a small meta record: Ok once the store takes
+    /// writes again after a failure.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        let t = self.t()?;
+        let now = chrono::Utc::now().timestamp_millis().to_be_bytes();
+        t.meta.insert(b"write_probe", &now)?;
+        t.db.flush()?;
         Ok(())
     }
 

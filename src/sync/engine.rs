@@ -137,6 +137,22 @@ impl Engine {
                     next_poll = later(Instant::now(), delay);
                     not_before = if person { next_poll } else { Instant::now() };
                     let message = describe(&e);
+                    if matches!(e, PassError::Store(_)) && self.feed.failure().is_some() {
+                        // The feed writer is reopening the store: retry the
+                        // moment it takes writes, not after a grown backoff.
+                        self.board.update(&self.key, |s| {
+                            s.state = "backoff";
+                            s.progress = None;
+                            s.last_error = Some(message.clone());
+                        });
+                        tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, "sync pass failed: the store cannot be written; retrying once it can");
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return,
+                            _ = self.feed.writable() => {}
+                        }
+                        next_poll = Instant::now();
+                        continue;
+                    }
                     self.record_error(&message);
                     tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
                 }

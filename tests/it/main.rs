@@ -8,6 +8,7 @@ mod emulator_api;
 mod emulator_cli;
 mod emulator_push;
 mod emulator_python;
+mod full_disk;
 mod harness;
 mod lifecycle;
 mod ops;
