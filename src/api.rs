@@ -100,7 +100,7 @@ impl Api {
     /// 200 while the store takes writes, 503 (with the reason) while it
     /// does not: the daemon is up, but the feed is paused.
     fn health(&self) -> Response {
-        let mut body = json!({ "status": "ok", "store": self.store.path().display().to_string(), "feed_head": self.feed.head() });
+        let mut body = json!({ "status": "ok", "store": self.store.path().display().to_string(), "store_id": self.store.id(), "feed_head": self.feed.head() });
         if let Some(aside) = self.store.recovered_from() {
             body["store_recovered_from"] = json!(aside.display().to_string());
         }
@@ -118,6 +118,7 @@ impl Api {
     fn store_summary(&self) -> Value {
         json!({
             "path": self.store.path().display().to_string(),
+            "id": self.store.id(),
             "feed_head": self.feed.head(),
             "error": self.feed.failure(),
             "recovered_from": self.store.recovered_from().map(|p| p.display().to_string()),
@@ -159,12 +160,16 @@ impl Api {
                         q.after
                     ),
                     "pruned_through": pruned,
+                    "store_id": self.store.id(),
                 }),
             ),
             Ok((mut changes, _)) => {
                 changes.retain(|c| c.seq <= head);
                 let next = changes.last().map_or(q.after, |c| c.seq);
-                http::json(StatusCode::OK, &json!({ "changes": changes, "next": next }))
+                http::json(
+                    StatusCode::OK,
+                    &json!({ "changes": changes, "next": next, "store_id": self.store.id() }),
+                )
             }
             Err(e) => http::error(
                 StatusCode::INTERNAL_SERVER_ERROR,

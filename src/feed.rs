@@ -41,6 +41,9 @@ const PRUNE_BATCH: usize = 5000;
 /// First and longest wait between attempts to reopen a failing store.
 const RECOVER_FIRST: Duration = Duration::from_secs(1);
 const RECOVER_MAX: Duration = Duration::from_secs(30);
+/// The durable-head marker trails the head by at most this much (plus one
+/// fsync): one small write per interval, however many pages.
+const MARK_EVERY: Duration = Duration::from_secs(1);
 
 /// Sends pages to the writer and watches the head of the feed.
 #[derive(Clone)]
@@ -69,6 +72,7 @@ impl Feed {
             head: head_tx,
             failure: failure_tx,
             next: last + 1,
+            marked: last,
             metrics,
         };
         let watched = stop.clone();
@@ -124,6 +128,8 @@ struct Writer {
     /// Set while writes fail; cleared by a successful reopen.
     failure: watch::Sender<Option<String>>,
     next: u64,
+    /// The head the durable-head marker holds.
+    marked: u64,
     metrics: Metrics,
 }
 
@@ -137,11 +143,23 @@ impl Writer {
         let mut prune_at = tokio::time::Instant::now();
         // While failing: when to try the reopen next, and the wait after that.
         let mut recover_at: Option<(tokio::time::Instant, Duration)> = None;
+        // When the marker is due to catch up with the head.
+        let mut mark_at: Option<tokio::time::Instant> = None;
         let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
         loop {
+            if mark_at.is_none() && self.marked < *self.head.borrow() {
+                mark_at = Some(tokio::time::Instant::now() + MARK_EVERY);
+            }
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.mark().await;
+                    return;
+                }
+                _ = tokio::time::sleep_until(mark_at.unwrap_or_else(far)), if mark_at.is_some() => {
+                    self.mark().await;
+                    mark_at = None;
+                }
                 _ = tokio::time::sleep_until(recover_at.map_or_else(far, |(at, _)| at)), if recover_at.is_some() => {
                     let wait = recover_at.map_or(RECOVER_FIRST, |(_, wait)| wait);
                     recover_at = match self.recover().await {
@@ -162,7 +180,10 @@ impl Writer {
                         // The engine may have stopped waiting (shutdown); the page is durable either way.
                         let _ = reply.send(result);
                     }
-                    None => return,
+                    None => {
+                        self.mark().await;
+                        return;
+                    }
                 },
                 _ = tokio::time::sleep_until(prune_at), if recover_at.is_none() => {
                     let full_batch = self.prune(&retention).await;
@@ -205,6 +226,26 @@ impl Writer {
             }
         }
         result
+    }
+
+    /// Brings the durable-head marker up to the published head (which is
+    /// durable: it is published after the flush).
+    async fn mark(&mut self) {
+        let head = *self.head.borrow();
+        if head <= self.marked {
+            return;
+        }
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || store.mark_durable(head))
+            .await
+            .map_err(|e| StoreError::Backend(format!("marker task failed: {e}")))
+            .and_then(|r| r);
+        match result {
+            Ok(()) => self.marked = head,
+            // Retried on the next turn; until then a rollback within the
+            // gap would go unnoticed, nothing worse.
+            Err(e) => tracing::warn!(error = %e, "cannot record the durable head"),
+        }
     }
 
     /// Reopens the store after a failed write and continues the feed above

@@ -7,12 +7,17 @@
 //! `channels` (channel id -> channel), `changes` (big-endian seq -> change
 //! record) and `cursors` (sink name -> seq).
 //!
+//! Beside sled's files, `head.json` ([`marker`]) holds the store id and
+//! the highest durable seq, so that a store that lost data is detected at
+//! open instead of handing out the same seqs again.
+//!
 //! Invariant: a sync token is written in the same transaction as the event
 //! versions and change records of the page that produced it
 //! ([`Store::apply_page`]), and [`Store::flush`] makes it durable before
 //! it is relied on.
 
 mod keys;
+mod marker;
 pub mod records;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +37,8 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 /// The highest seq removed by feed retention: readers behind it missed records.
 const PRUNED_KEY: &[u8] = b"pruned_through";
+/// A UUID given to the store when it is created (see [`marker`]).
+const STORE_ID_KEY: &[u8] = b"store_id";
 /// sled keeps up to this much in its page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -81,6 +88,8 @@ pub struct Store {
     /// after it failed), when every operation answers
     /// [`StoreError::Reopening`].
     trees: Arc<RwLock<Option<Arc<Trees>>>>,
+    /// Stays the same across reopens; a replaced store gets a new one.
+    id: String,
     path: PathBuf,
     recovered_from: Option<PathBuf>,
 }
@@ -103,54 +112,63 @@ struct Trees {
 impl Store {
     /// Opens (or creates) the store in `path`.
     ///
-    /// A store that sled cannot read (see `is_corrupt`) is moved aside to
-    /// `<path>.corrupt-<UTC timestamp>` (never deleted) and an empty one is
-    /// started: the next sync of every calendar is then a full one.
+    /// A store that sled cannot read (see `is_corrupt`), or whose data is
+    /// missing or behind its durable-head marker (see [`marker`]), is moved
+    /// aside to `<path>.corrupt-<UTC timestamp>` (never deleted) and an
+    /// empty one is started under a new store id, its seqs above anything
+    /// the old one held: the next sync of every calendar is then a full one.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        crate::private_dir::create_dir(path).map_err(|source| StoreError::CreateDir {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        match open_db(path) {
-            Ok(db) => Store::from_db(db, path, None),
-            Err(e) if is_corrupt(&e) => {
-                let aside = aside_name(path);
-                tracing::error!(
-                    store = %path.display(), moved_to = %aside.display(),
-                    "STORE CORRUPT: moved it aside and starting empty; every calendar will be fully resynced"
-                );
-                std::fs::rename(path, &aside).map_err(|e| {
-                    StoreError::Backend(format!(
-                        "the store at {} is corrupt and cannot be moved aside to {}: {e}",
-                        path.display(),
-                        aside.display()
-                    ))
-                })?;
-                crate::private_dir::create_dir(path).map_err(|source| StoreError::CreateDir {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                Store::from_db(
-                    open_db(path).map_err(|e| classify_open(e, path))?,
-                    path,
-                    Some(aside),
-                )
+        create_store_dir(path)?;
+        let damage = match open_db(path) {
+            Ok(db) => {
+                let trees = Trees::from_db(db, path, None)?;
+                match verify(&trees, path)? {
+                    Ok(id) => return Ok(Store::new(trees, id, path, None)),
+                    Err(damage) => damage,
+                }
             }
-            Err(e) => Err(classify_open(e, path)),
+            Err(e) if is_corrupt(&e) => Damage {
+                reason: e.to_string(),
+                marked_head: 0,
+            },
+            Err(e) => return Err(classify_open(e, path)),
+        };
+        let marked_head = match marker::read(path) {
+            Ok(m) => m.map_or(0, |m| m.durable_head),
+            Err(_) => 0,
         }
+        .max(damage.marked_head);
+        let aside = aside_name(path);
+        tracing::error!(
+            store = %path.display(), moved_to = %aside.display(), reason = %damage.reason,
+            durable_head = marked_head,
+            "STORE CORRUPT: moved it aside and starting empty under a new store id; every calendar will be fully resynced"
+        );
+        std::fs::rename(path, &aside).map_err(|e| {
+            StoreError::Backend(format!(
+                "the store at {} is corrupt and cannot be moved aside to {}: {e}",
+                path.display(),
+                aside.display()
+            ))
+        })?;
+        create_store_dir(path)?;
+        let db = open_db(path).map_err(|e| classify_open(e, path))?;
+        // The old feed's head is known at best up to the marker's last
+        // batch: continue above any seq it can have held, so that
+        // consumers' cursors stay behind the new records, not ahead of them.
+        let floor = (chrono::Utc::now().timestamp_millis().max(0) as u64).max(marked_head);
+        let trees = Trees::from_db(db, path, Some(floor))?;
+        let id = start_marker(&trees, path)?;
+        Ok(Store::new(trees, id, path, Some(aside)))
     }
 
-    fn from_db(
-        db: sled::Db,
-        path: &Path,
-        recovered_from: Option<PathBuf>,
-    ) -> Result<Store, StoreError> {
-        let trees = Trees::from_db(db, path, recovered_from.is_some())?;
-        Ok(Store {
+    fn new(trees: Trees, id: String, path: &Path, recovered_from: Option<PathBuf>) -> Store {
+        Store {
             trees: Arc::new(RwLock::new(Some(Arc::new(trees)))),
+            id,
             path: path.to_path_buf(),
             recovered_from,
-        })
+        }
     }
 
     /// The open database, or [`StoreError::Reopening`].
@@ -168,30 +186,162 @@ impl Store {
     /// later write and flush with it until the database is opened anew;
     /// this is how the feed writer recovers without a restart. Writes that
     /// were not flushed are lost, which is safe: nothing unflushed was ever
-    /// shown to a reader, and the sync tokens went with them.
+    /// shown to a reader, and the sync tokens went with them. A database
+    /// that comes back behind its marker, or as another store, is refused.
     pub fn reopen(&self) -> Result<(), StoreError> {
         // Take the database out first, so that its lock is released once
         // the operations in flight drop their handles (open_db waits).
         let old = self.trees.write().unwrap_or_else(|p| p.into_inner()).take();
         drop(old);
         let db = open_db(&self.path).map_err(|e| classify_open(e, &self.path))?;
-        let trees = Trees::from_db(db, &self.path, false)?;
+        let trees = Trees::from_db(db, &self.path, None)?;
+        match verify(&trees, &self.path)? {
+            Ok(id) if id == self.id => {}
+            Ok(other) => {
+                return Err(StoreError::Backend(format!(
+                    "after reopening, {} holds store {other}, not {}",
+                    self.path.display(),
+                    self.id
+                )))
+            }
+            Err(damage) => {
+                return Err(StoreError::Backend(format!(
+                    "after reopening, the store is damaged: {}",
+                    damage.reason
+                )))
+            }
+        }
         *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(trees));
         Ok(())
     }
+
+    /// Records `head` as durable in the marker. Call only once the records
+    /// up to `head` were flushed.
+    pub fn mark_durable(&self, head: u64) -> Result<(), StoreError> {
+        let m = marker::Marker {
+            store_id: self.id.clone(),
+            durable_head: head,
+        };
+        marker::write(&self.path, &m).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot write the durable-head marker in {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The store's id: it changes only when a damaged store is replaced.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Why an opened store cannot be trusted.
+struct Damage {
+    reason: String,
+    /// The marker's durable head, when it has one.
+    marked_head: u64,
+}
+
+fn create_store_dir(path: &Path) -> Result<(), StoreError> {
+    crate::private_dir::create_dir(path).map_err(|source| StoreError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Compares an opened database with the durable-head marker beside it:
+/// `Ok(Ok(store id))` when they agree (or there is no marker yet, which is
+/// then written), `Ok(Err(damage))` when the data is missing, another
+/// store's, or behind the marker.
+fn verify(trees: &Trees, path: &Path) -> Result<Result<String, Damage>, StoreError> {
+    let marker = match marker::read(path) {
+        Ok(m) => m,
+        Err(reason) => {
+            return Ok(Err(Damage {
+                reason,
+                marked_head: 0,
+            }))
+        }
+    };
+    let id = trees
+        .meta
+        .get(STORE_ID_KEY)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let Some(marker) = marker else {
+        // A new store, or one made before the marker existed.
+        return start_marker(trees, path).map(Ok);
+    };
+    let head = trees.last_seq()?;
+    let damage = |reason: String| {
+        Ok(Err(Damage {
+            reason,
+            marked_head: marker.durable_head,
+        }))
+    };
+    match id {
+        None => damage(format!(
+            "its data is missing (no store id), but seqs up to {} were made durable",
+            marker.durable_head
+        )),
+        Some(id) if id != marker.store_id => damage(format!(
+            "its data belongs to store {id}, not to store {} named by the marker",
+            marker.store_id
+        )),
+        Some(_) if head < marker.durable_head => damage(format!(
+            "its feed ends at seq {head}, behind seq {} that was made durable: it went back in time",
+            marker.durable_head
+        )),
+        Some(id) => Ok(Ok(id)),
+    }
+}
+
+/// Gives a database without a marker its id (keeping one it has) and
+/// writes the marker at its current head.
+fn start_marker(trees: &Trees, path: &Path) -> Result<String, StoreError> {
+    let id = match trees.meta.get(STORE_ID_KEY)? {
+        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            trees.meta.insert(STORE_ID_KEY, id.as_bytes())?;
+            id
+        }
+    };
+    trees.db.flush()?;
+    let m = marker::Marker {
+        store_id: id.clone(),
+        durable_head: trees.last_seq()?,
+    };
+    marker::write(path, &m).map_err(|e| {
+        StoreError::Backend(format!(
+            "cannot write the durable-head marker in {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(id)
 }
 
 impl Trees {
-    fn from_db(db: sled::Db, path: &Path, recovered: bool) -> Result<Trees, StoreError> {
+    /// See [`Store::last_seq`].
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let be = |v: Option<sled::IVec>| {
+            v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0)
+        };
+        let stored = be(self.changes.last()?.map(|(k, _)| k));
+        let floor = be(self.meta.get(SEQ_FLOOR_KEY)?);
+        // Retention may have removed every record: never hand a seq out twice.
+        let pruned = be(self.meta.get(PRUNED_KEY)?);
+        Ok(stored.max(floor).max(pruned))
+    }
+
+    /// The trees of `db`; `floor` is the seq floor of a replaced store.
+    fn from_db(db: sled::Db, path: &Path, floor: Option<u64>) -> Result<Trees, StoreError> {
         // Channel tokens are in here: owner only (the directory is 0700
         // already; files sled made before this version are tightened too).
         crate::private_dir::restrict_tree(path);
         let meta = db.open_tree("meta")?;
-        if recovered {
-            // The old feed is unreadable and its head unknown: continue above
-            // any seq it can have held, so that consumers' cursors stay behind
-            // the new records instead of ahead of them.
-            let floor = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        if let Some(floor) = floor {
             meta.insert(SEQ_FLOOR_KEY, &floor.to_be_bytes())?;
         }
         match meta.get(SCHEMA_KEY)? {
@@ -389,19 +539,7 @@ impl Store {
     /// when a corrupt store was replaced, or the highest seq retention
     /// removed, whichever is highest: the next record gets `last_seq() + 1`.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let t = self.t()?;
-        let stored = t
-            .changes
-            .last()?
-            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        let floor = t
-            .meta
-            .get(SEQ_FLOOR_KEY)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
-        // Retention may have removed every record: never hand a seq out twice.
-        Ok(stored.max(floor).max(self.pruned_through()?))
+        self.t()?.last_seq()
     }
 
     /// The highest seq that feed retention removed (0 when none was).
@@ -642,7 +780,13 @@ fn aside_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
-    path.with_file_name(format!("{name}.corrupt-{stamp}"))
+    let first = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+    // Two recoveries within a second must not collide.
+    (1..)
+        .map(|n| path.with_file_name(format!("{name}.corrupt-{stamp}-{n}")))
+        .find(|p| !p.exists())
+        .filter(|_| first.exists())
+        .unwrap_or(first)
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -63,7 +63,11 @@ async fn old_records_are_removed_and_a_cursor_behind_them_gets_410() {
     );
     let (status, body) = h.get("/v1/changes?after=5").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"changes": [], "next": 5}));
+    assert_eq!(
+        (&body["changes"], &body["next"]),
+        (&json!([]), &json!(5)),
+        "{body}"
+    );
 
     // Every record is gone; after a restart the next one still gets seq 6.
     h.stop_daemon().await;

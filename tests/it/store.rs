@@ -335,3 +335,89 @@ fn the_store_is_readable_by_its_owner_alone() {
         }
     }
 }
+
+/// Restores `from` over `to`, keeping `to`'s durable-head marker: the store
+/// went back in time while the daemon's memory of it did not.
+fn restore_keeping_marker(from: &std::path::Path, to: &std::path::Path) {
+    let marker = std::fs::read(to.join("head.json")).expect("marker");
+    for entry in std::fs::read_dir(to).expect("store dir") {
+        let p = entry.expect("entry").path();
+        if p.file_name().is_some_and(|n| n != "head.json") {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).expect("rm dir");
+            } else {
+                std::fs::remove_file(&p).expect("rm");
+            }
+        }
+    }
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(ok.success());
+    std::fs::write(to.join("head.json"), marker).expect("marker back");
+}
+
+#[test]
+fn a_store_behind_its_durable_head_or_without_data_is_moved_aside_not_served() {
+    let dir = TempDir::new("rollback");
+    let path = dir.path().join("store");
+    let backup = dir.path().join("backup");
+    let cal = key("primary");
+    let id = {
+        let store = Store::open(&path).expect("open");
+        store
+            .apply_page(page(&cal, &["aaa"], &[1], "tok1"))
+            .expect("apply");
+        store.flush_blocking().expect("flush");
+        store.mark_durable(1).expect("mark");
+        store.id().to_string()
+    };
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&path)
+        .arg(&backup)
+        .status()
+        .expect("cp");
+    assert!(ok.success());
+    {
+        let store = Store::open(&path).expect("reopen");
+        assert_eq!((store.id(), store.recovered_from()), (id.as_str(), None));
+        store
+            .apply_page(page(&cal, &["bbb", "ccc"], &[2, 3], "tok2"))
+            .expect("apply");
+        store.flush_blocking().expect("flush");
+        store.mark_durable(3).expect("mark");
+    }
+    restore_keeping_marker(&backup, &path);
+
+    let store = Store::open(&path).expect("recovered, not served");
+    let aside = store
+        .recovered_from()
+        .expect("recovery reported")
+        .to_path_buf();
+    assert_ne!(store.id(), id, "a replaced store gets a new id");
+    assert!(
+        store.last_seq().expect("seq") > 3,
+        "seqs 2 and 3 must not be handed out again"
+    );
+    assert_eq!(
+        store.calendar(&cal).expect("state").sync_token,
+        None,
+        "starts empty"
+    );
+    assert!(aside.join("db").exists(), "the old store is kept");
+    let new_id = store.id().to_string();
+    drop(store);
+
+    // Its data file gone: the marker still remembers the feed.
+    std::fs::remove_file(path.join("db")).expect("rm db");
+    let store = Store::open(&path).expect("recovered again");
+    assert!(
+        store.recovered_from().is_some(),
+        "a missing db is damage too"
+    );
+    assert_ne!(store.id(), new_id);
+}

@@ -1,6 +1,9 @@
-//! A store on a full disk: the feed pauses (nothing unwritten is served,
-//! /healthz says why), resumes by itself once there is room, and every seq
-//! a reader saw keeps its record, across a restart too.
+//! A store under faults, driven over HTTP. On a full disk the feed pauses
+//! (nothing unwritten is served, /healthz says why), resumes by itself once
+//! there is room, and every seq a reader saw keeps its record, across a
+//! restart too. A store truncated or emptied while the daemon was down is
+//! detected, moved aside and replaced under a new store id, with seqs above
+//! the old head: a consumer's cursor is never ahead of the new feed.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -167,4 +170,77 @@ async fn a_full_disk_pauses_the_feed_which_resumes_by_itself_and_no_seq_changes_
     assert_eq!(h.changes_after(0).await, all);
     h.stop_daemon().await;
     drop(disk);
+}
+
+/// Damages the stopped daemon's store the ways an operator or a disk can.
+async fn damaged_store_is_replaced(damage: &str) {
+    let mut h = Harness::start(&format!("damaged-{damage}"), Setup::default()).await;
+    h.wait_idle_with_token(WAIT).await;
+    insert(&h, "kept", 12).await;
+    let before = h
+        .wait_changes("12 created", 0, WAIT, |c| of_kind(c, "created").len() >= 12)
+        .await;
+    let head = last_seq(&before);
+    let (_, page) = h.get("/v1/changes?after=0&limit=1").await;
+    let old_id = page["store_id"]
+        .as_str()
+        .expect("store_id on every answer")
+        .to_string();
+    h.stop_daemon().await;
+
+    let db = h.dir.path().join("store").join("db");
+    match damage {
+        "truncate-0" => std::fs::File::options()
+            .write(true)
+            .open(&db)
+            .expect("db")
+            .set_len(0)
+            .expect("truncate"),
+        "truncate-half" => {
+            let len = std::fs::metadata(&db).expect("db").len();
+            std::fs::File::options()
+                .write(true)
+                .open(&db)
+                .expect("db")
+                .set_len(len / 2)
+                .expect("truncate")
+        }
+        "rm" => std::fs::remove_file(&db).expect("rm db"),
+        other => panic!("unknown damage {other}"),
+    }
+    h.start_daemon().await;
+    let (status, health) = h.get("/healthz").await;
+    assert_eq!(status, 200, "{health}");
+    assert!(
+        health["store_recovered_from"].is_string(),
+        "{damage}: {health}"
+    );
+    let (_, cals) = h.get("/v1/calendars").await;
+    assert!(cals["store"]["recovered_from"].is_string(), "{cals}");
+    // The consumer at `head` gets the resynced calendar above its cursor,
+    // under a new store id that tells it the store was replaced.
+    let after = h
+        .wait_changes("the resync", head, WAIT, |c| {
+            of_kind(c, "created").len() >= 12
+        })
+        .await;
+    assert!(
+        after.iter().all(|c| c["seq"].as_u64() > Some(head)),
+        "{damage}"
+    );
+    let (_, page) = h.get(&format!("/v1/changes?after={head}&limit=1")).await;
+    let new_id = page["store_id"].as_str().expect("store_id");
+    assert_ne!(
+        new_id, old_id,
+        "{damage}: a replaced store must not keep its id"
+    );
+    assert_eq!(health["store_id"], new_id);
+    h.stop_daemon().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_emptied_truncated_or_deleted_while_down_is_detected_not_served() {
+    for damage in ["truncate-0", "truncate-half", "rm"] {
+        damaged_store_is_replaced(damage).await;
+    }
 }
