@@ -3,11 +3,13 @@
 //! `gcal-syncd status` uses. Reads only; never mutates sync or channel state.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Calendars;
@@ -34,7 +36,15 @@ pub struct Api {
     /// Ends pending long-polls at shutdown.
     stop: CancellationToken,
     metrics: Metrics,
+    /// Slots for long-polls that wait; see [`MAX_WAITING`].
+    waiting: Arc<Semaphore>,
 }
+
+/// Long-polls that may wait at once. Below the API's connection limit
+/// (`http::Limits::API`), so waiting readers never take the last
+/// connections `/healthz`, `/metrics` and `status` need; one more gets a
+/// 429 with `Retry-After`.
+pub const MAX_WAITING: usize = 1024;
 
 impl Api {
     pub fn new(
@@ -54,6 +64,7 @@ impl Api {
             calendars,
             token,
             stop,
+            waiting: Arc::new(Semaphore::new(MAX_WAITING)),
         }
     }
 
@@ -127,6 +138,17 @@ impl Api {
 
     async fn changes(&self, q: ChangesQuery) -> Response {
         if q.wait > Duration::ZERO && self.feed.head() <= q.after {
+            let Ok(_slot) = self.waiting.clone().try_acquire_owned() else {
+                let mut resp = http::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("{MAX_WAITING} long-polls are waiting already; retry shortly"),
+                );
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                return resp;
+            };
             let mut head = self.feed.subscribe();
             let arrived = async {
                 while *head.borrow_and_update() <= q.after {

@@ -246,7 +246,7 @@ fn spawn_servers(
         http::serve(
             "hook",
             listeners.hook,
-            http::Limits::default(),
+            http::Limits::HOOK,
             hook_handler,
             stop.clone(),
         ),
@@ -261,7 +261,7 @@ fn spawn_servers(
         http::serve(
             "api",
             listeners.api,
-            http::Limits::default(),
+            http::Limits::API,
             api_handler,
             stop.clone(),
         ),

@@ -1,6 +1,8 @@
 //! The HTTP/1 server both listeners run on (hyper 1, one task per
 //! connection), hardened for the internet-facing hook: a header read timeout
-//! (slowloris), a small header buffer, and a cap on concurrent connections.
+//! (slowloris), a small header buffer, and a cap on concurrent connections
+//! (per server: [`Limits::HOOK`], [`Limits::API`]). A socket waits for its
+//! first byte before hyper's state is allocated, so idle ones stay cheap.
 //! HTTP/1 only: hyper-util's auto builder sniffs the version without a
 //! timeout. On stop it closes the listener and lets open connections finish
 //! their request within [`DRAIN_LIMIT`].
@@ -42,6 +44,23 @@ impl Default for Limits {
             max_connections: 512,
         }
     }
+}
+
+impl Limits {
+    /// The internet-facing hook. Google's pings are a few headers and no
+    /// body, sent at once, so 5 s cuts slow or idle sockets off early at no
+    /// cost to Google; an idle connection costs a few KB (BENCHMARKS.md,
+    /// "Listeners"), so thousands of them cannot crowd a ping out.
+    pub const HOOK: Limits = Limits {
+        header_read_timeout: Duration::from_secs(5),
+        max_connections: 8192,
+    };
+    /// The local API: long-polls hold a connection each (their number is
+    /// capped apart, see `api`), so `/healthz` and `/metrics` keep room.
+    pub const API: Limits = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        max_connections: 4096,
+    };
 }
 
 /// Returned by a handler to close the connection without an answer
@@ -89,6 +108,7 @@ pub async fn serve_or_abort<H, F>(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut accept_backoff = Duration::from_millis(10);
+    let (mut refused, mut last_warned) = (0u64, None);
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -104,7 +124,20 @@ pub async fn serve_or_abort<H, F>(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(server = name, %peer, "connection limit reached; closing");
+            refused += 1;
+            // Once a minute at most: a flood must not flood the journal too.
+            if last_warned
+                .is_none_or(|t: std::time::Instant| t.elapsed() >= Duration::from_secs(60))
+            {
+                tracing::warn!(
+                    server = name,
+                    limit = limits.max_connections,
+                    refused,
+                    "connection limit reached; closing new connections unanswered"
+                );
+                last_warned = Some(std::time::Instant::now());
+                refused = 0;
+            }
             continue;
         };
         let handler = handler.clone();
@@ -112,15 +145,26 @@ pub async fn serve_or_abort<H, F>(
             let handler = handler.clone();
             async move { handler(req).await }
         });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(16 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
+            // A socket that sends nothing costs a task and the socket, not
+            // hyper's buffers, and goes when the header timeout would end it.
+            let arrived = tokio::select! {
+                _ = stop.cancelled() => false,
+                r = tokio::time::timeout(limits.header_read_timeout, stream.readable()) => matches!(r, Ok(Ok(()))),
+            };
+            if arrived {
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .max_buf_size(16 * 1024)
+                    .serve_connection(TokioIo::new(stream), service);
+                // Boxed: hyper's connection state is allocated only now, so
+                // the waiting task above stays small.
+                if let Err(e) = Box::pin(watcher.watch(conn)).await {
+                    tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
+                }
             }
             drop(permit);
         });

@@ -10,6 +10,7 @@ mod emulator_push;
 mod emulator_python;
 mod harness;
 mod lifecycle;
+mod listeners;
 mod ops;
 mod push;
 mod readme;
