@@ -25,7 +25,7 @@ pub(crate) fn new_channel_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Whether `id` has the shape of the ids [`new_channel_id`] makes. An
+/// Whether `id` has the shape of the ids `new_channel_id` makes. An
 /// unknown channel of another shape was never ours, so it is not worth a
 /// channels.stop call (forged pings must not spend the account's quota).
 pub fn plausibly_ours(id: &str) -> bool {

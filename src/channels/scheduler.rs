@@ -253,12 +253,7 @@ impl Scheduler {
                 rec.resource_id = Some(resp.resource_id.clone());
                 rec.expiration_ms = resp.expiration_ms;
                 rec.state = ChannelState::Active;
-                // The sync ping may have confirmed it meanwhile.
-                rec.confirmed = self
-                    .store
-                    .channels()?
-                    .iter()
-                    .any(|c| c.id == rec.id && c.confirmed);
+                // Unconfirmed: the sync ping is confirmed on this task, after this.
                 self.store.put_channel(&rec)?;
                 self.index.insert(
                     &rec.id,

@@ -7,7 +7,7 @@
 //! `channels` (channel id -> channel), `changes` (big-endian seq -> change
 //! record) and `cursors` (sink name -> seq).
 //!
-//! Beside sled's files, `head.json` ([`marker`]) holds the store id and
+//! Beside sled's files, `head.json` (`marker.rs`) holds the store id and
 //! the highest durable seq, so that a store that lost data is detected at
 //! open instead of handing out the same seqs again.
 //!
@@ -37,7 +37,7 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 /// The highest seq removed by feed retention: readers behind it missed records.
 const PRUNED_KEY: &[u8] = b"pruned_through";
-/// A UUID given to the store when it is created (see [`marker`]).
+/// A UUID given to the store when it is created (see `marker.rs`).
 const STORE_ID_KEY: &[u8] = b"store_id";
 /// sled keeps up to this much in its page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -113,7 +113,7 @@ impl Store {
     /// Opens (or creates) the store in `path`.
     ///
     /// A store that sled cannot read (see `is_corrupt`), or whose data is
-    /// missing or behind its durable-head marker (see [`marker`]), is moved
+    /// missing or behind its durable-head marker (see `marker.rs`), is moved
     /// aside to `<path>.corrupt-<UTC timestamp>` (never deleted) and an
     /// empty one is started under a new store id, its seqs above anything
     /// the old one held: the next sync of every calendar is then a full one.

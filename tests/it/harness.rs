@@ -1,6 +1,6 @@
 //! The integration harness: the emulator and the daemon on port 0, the
 //! daemon configured by a real TOML file and credentials as a user would,
-//! either in-process (fast) or as a child process (for SIGKILL tests).
+//! running in-process (SIGKILL tests run the binary: see `crash`).
 
 use std::time::Duration;
 
