@@ -193,6 +193,19 @@ impl Api {
                     &json!({ "changes": changes, "next": next, "store_id": self.store.id() }),
                 )
             }
+            // sled fails reads too after a write error, until the writer's
+            // reopen: tell readers to come back rather than that it broke.
+            Err(e) if self.feed.failure().is_some() => {
+                let mut resp = http::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("the store is failing and the feed is paused: {e}"),
+                );
+                resp.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from_static("5"),
+                );
+                resp
+            }
             Err(e) => http::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("cannot read the feed: {e}"),
@@ -246,28 +259,25 @@ impl Api {
         resp
     }
 
+    /// Always answers 200 when the daemon runs: a store that cannot be
+    /// read leaves the stored columns empty and says why in `store.error`,
+    /// so that `status` shows the calendars and the trouble together.
     fn calendars(&self) -> Response {
         let keys = self.calendars.keys();
-        let channels = match self.store.channels() {
-            Ok(c) => c,
-            Err(e) => {
-                return http::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("cannot read the store: {e}"),
-                )
-            }
+        let mut unreadable: Option<String> = None;
+        let mut note = |e: crate::store::StoreError| {
+            unreadable.get_or_insert_with(|| format!("cannot read the store: {e}"));
         };
+        let channels = self.store.channels().unwrap_or_else(|e| {
+            note(e);
+            Vec::new()
+        });
         let mut out = Vec::new();
         for key in keys {
-            let state = match self.store.calendar(&key) {
-                Ok(s) => s,
-                Err(e) => {
-                    return http::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("cannot read the store: {e}"),
-                    )
-                }
-            };
+            let state = self.store.calendar(&key).unwrap_or_else(|e| {
+                note(e);
+                Default::default()
+            });
             let live = self.board.get(&key).unwrap_or_default();
             out.push(json!({
                 "account": key.account,
@@ -283,10 +293,11 @@ impl Api {
                 "last_error": live.last_error.or(state.last_error),
             }));
         }
-        http::json(
-            StatusCode::OK,
-            &json!({ "calendars": out, "store": self.store_summary() }),
-        )
+        let mut store = self.store_summary();
+        if let (true, Some(e)) = (store["error"].is_null(), unreadable) {
+            store["error"] = json!(e);
+        }
+        http::json(StatusCode::OK, &json!({ "calendars": out, "store": store }))
     }
 }
 
