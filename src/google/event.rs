@@ -40,10 +40,6 @@ impl EventHead {
             recurring_event_id: text("recurringEventId"),
         }
     }
-
-    pub fn cancelled(&self) -> bool {
-        self.status.as_deref() == Some("cancelled")
-    }
 }
 
 #[cfg(test)]
@@ -64,7 +60,7 @@ mod tests {
         );
         assert_eq!(h.id.as_deref(), Some("a"));
         assert_eq!(h.etag.as_deref(), Some("\"1\""));
-        assert!(h.cancelled());
+        assert_eq!(h.status.as_deref(), Some("cancelled"));
         assert_eq!(h.sequence, Some(3));
         assert_eq!(h.updated.as_deref(), Some("t"));
         assert_eq!(h.recurring_event_id.as_deref(), Some("m"));

@@ -8,6 +8,7 @@
 mod diff;
 mod engine;
 mod pass;
+mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -109,7 +110,7 @@ pub async fn purge_calendar(
     let mut changes = Vec::new();
     for event in store.events(key) {
         let event = event?;
-        let hidden = event.status.as_deref() == Some("cancelled");
+        let hidden = plan::EventStatus::of(event.status.as_deref()) == plan::EventStatus::Cancelled;
         deletes.push(event.id.clone());
         if hidden {
             continue; // a hidden occurrence was reported when it was hidden

@@ -3,13 +3,14 @@
 //! through the feed. Transient Google errors are retried per page, so a
 //! long full sync survives a flaky network without starting over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{changed_fields, retry_delay, LiveStatus, Progress};
+use super::plan::{self, EventStatus, Plan};
+use super::{retry_delay, LiveStatus, Progress};
 use crate::google::{EventHead, EventsPage, GoogleError, ListParams};
 use crate::rawjson::RawJson;
-use crate::store::{CalendarState, ChangeKind, ChangeRecord, EventVersion, PageWrite, StoreError};
+use crate::store::{CalendarState, PageWrite, StoreError};
 
 use super::engine::Engine;
 
@@ -97,7 +98,7 @@ impl Engine {
             let page = self.fetch(&params).await?;
             stats.pages += 1;
             stats.items += page.items.len() as u64;
-            let plan = self.plan(page.items, None)?;
+            let plan = self.plan(page.items, None).await?;
             state.events = (state.events as i64 + plan.delta).max(0) as u64;
             let last = page.next_page_token.is_none();
             if last {
@@ -152,10 +153,10 @@ impl Engine {
             let page = self.fetch(&params).await?;
             stats.pages += 1;
             stats.items += page.items.len() as u64;
-            let mut plan = self.plan(page.items, Some(generation))?;
+            let mut plan = self.plan(page.items, Some(generation)).await?;
             let last = page.next_page_token.is_none();
             if last && !fresh {
-                self.sweep(&mut plan, generation)?;
+                plan = self.sweep(plan, generation).await?;
             }
             if last {
                 state.sync_token = Some(
@@ -276,155 +277,52 @@ impl Engine {
         }
     }
 
-    /// Turns a page of items into versions to store and change records.
-    /// `generation` is set in full syncs: every listed event is stamped.
-    fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, PassError> {
-        let mut plan = Plan::default();
+    /// Turns a page of items into versions to store and change records:
+    /// reads what the planner needs from the store and plans, off the
+    /// async workers. `generation` is set in full syncs.
+    async fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, PassError> {
+        let (store, key) = (self.store.clone(), self.key.clone());
         let now = crate::sync::engine::now_rfc3339();
-        // Ids already handled in this page (Google lists each once, but a
-        // page must never produce two records from one stale lookup).
-        let mut in_page: HashMap<String, Option<EventVersion>> = HashMap::new();
-        for item in items {
-            let head = EventHead::of(&item);
-            let Some(id) = head.id.clone() else {
-                let found = match item.to_value().get("id") {
-                    None => "no id",
-                    Some(_) => "an id that is not a string",
-                };
-                return Err(PassError::UnusableItem(found));
-            };
-            let stored = match in_page.get(&id) {
-                Some(v) => v.clone(),
-                None => self.store.event(&self.key, &id)?,
-            };
-            let version = |body: RawJson, generation: u64| EventVersion {
-                id: id.clone(),
-                etag: head.etag.clone(),
-                sequence: head.sequence,
-                updated: head.updated.clone(),
-                status: head.status.clone(),
-                generation,
-                body,
-            };
-            let record = |change, previous, changed_fields| ChangeRecord {
-                seq: 0, // assigned by the feed writer
-                account: self.key.account.clone(),
-                calendar_id: self.key.calendar_id.clone(),
-                event_id: id.clone(),
-                change,
-                etag: head.etag.clone(),
-                sequence: head.sequence,
-                updated: head.updated.clone(),
-                changed_fields,
-                event: item.clone(),
-                previous,
-                detected_at: now.clone(),
-            };
-            if head.cancelled() {
-                let of_live_series = head
-                    .recurring_event_id
-                    .as_deref()
-                    .map(|m| {
-                        self.store
-                            .event(&self.key, m)
-                            .map(|v| v.is_some_and(|v| v.status.as_deref() != Some("cancelled")))
-                    })
-                    .transpose()?
-                    .unwrap_or(false);
-                match stored {
-                    // Known already: a stored hidden occurrence.
-                    Some(old) if old.status.as_deref() == Some("cancelled") => {
-                        if let Some(g) = generation.filter(|g| *g != old.generation) {
-                            plan.upserts.push(EventVersion {
-                                generation: g,
-                                ..old
-                            });
-                        }
-                    }
-                    Some(old) => {
-                        plan.changes
-                            .push(record(ChangeKind::Deleted, Some(old.body), vec![]));
-                        plan.delta -= 1;
-                        if of_live_series {
-                            plan.upserts
-                                .push(version(item, generation.unwrap_or(old.generation)));
-                        } else {
-                            plan.deletes.push(id.clone());
-                        }
-                    }
-                    // One occurrence of a series we follow disappeared: a
-                    // real change; keep it as a hidden occurrence.
-                    None if of_live_series => {
-                        plan.changes.push(record(ChangeKind::Deleted, None, vec![]));
-                        plan.upserts.push(version(item, generation.unwrap_or(0)));
-                    }
-                    // Deleted before we ever saw it: nothing to report.
-                    None => {}
-                }
-                in_page.insert(id, None);
-                continue;
-            }
-            match stored {
-                None => {
-                    plan.changes.push(record(ChangeKind::Created, None, vec![]));
-                    let v = version(item, generation.unwrap_or(0));
-                    plan.upserts.push(v.clone());
-                    plan.delta += 1;
-                    in_page.insert(id, Some(v));
-                }
-                Some(old) if old.etag == head.etag => {
-                    // Unchanged. A full sync still stamps it as seen.
-                    if let Some(g) = generation {
-                        if old.generation != g {
-                            let v = EventVersion {
-                                generation: g,
-                                ..old
-                            };
-                            plan.upserts.push(v.clone());
-                            in_page.insert(id, Some(v));
-                        }
-                    }
-                }
-                Some(old) => {
-                    // A hidden occurrence coming back counts as created.
-                    let (kind, fields, delta) = if old.status.as_deref() == Some("cancelled") {
-                        (ChangeKind::Created, vec![], 1)
-                    } else {
-                        let fields = changed_fields(&old.body.to_value(), &item.to_value());
-                        (ChangeKind::Updated, fields, 0)
-                    };
-                    let previous = (kind == ChangeKind::Updated).then_some(old.body);
-                    plan.changes.push(record(kind, previous, fields));
-                    plan.delta += delta;
-                    let v = version(item, generation.unwrap_or(old.generation));
-                    plan.upserts.push(v.clone());
-                    in_page.insert(id, Some(v));
+        tokio::task::spawn_blocking(move || {
+            let items: Vec<(EventHead, RawJson)> =
+                items.into_iter().map(|i| (EventHead::of(&i), i)).collect();
+            let mut stored = HashMap::new();
+            for id in plan::wanted(items.iter().map(|(h, _)| h)) {
+                if let Some(v) = store.event(&key, &id)? {
+                    stored.insert(id, v);
                 }
             }
-        }
-        plan.touched = in_page.into_keys().collect();
-        Ok(plan)
+            plan::plan(&key, items, &stored, generation, &now)
+                .map_err(|plan::Unusable(what)| PassError::UnusableItem(what))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("planning task failed: {e}")))?
     }
 
     /// After the last page of a full sync: every stored event that no page
     /// listed (and that this page does not touch) was deleted meanwhile.
-    fn sweep(&self, plan: &mut Plan, generation: u64) -> Result<(), StoreError> {
+    async fn sweep(&self, mut plan: Plan, generation: u64) -> Result<Plan, PassError> {
+        let (store, key) = (self.store.clone(), self.key.clone());
         let now = crate::sync::engine::now_rfc3339();
-        for stored in self.store.events(&self.key) {
-            let stored = stored?;
-            if stored.generation == generation || plan.touched.contains(&stored.id) {
-                continue;
+        tokio::task::spawn_blocking(move || {
+            for stored in store.events(&key) {
+                let stored = stored?;
+                if stored.generation == generation || plan.touched.contains(&stored.id) {
+                    continue;
+                }
+                if EventStatus::of(stored.status.as_deref()) == EventStatus::Cancelled {
+                    plan.deletes.push(stored.id); // a hidden occurrence, reported when it was hidden
+                    continue;
+                }
+                plan.deletes.push(stored.id.clone());
+                plan.changes
+                    .push(super::tombstone_record(&key, stored, &now));
+                plan.delta -= 1;
             }
-            if stored.status.as_deref() == Some("cancelled") {
-                plan.deletes.push(stored.id); // a hidden occurrence, reported when it was hidden
-                continue;
-            }
-            plan.deletes.push(stored.id.clone());
-            plan.changes
-                .push(super::tombstone_record(&self.key, stored, &now));
-            plan.delta -= 1;
-        }
-        Ok(())
+            Ok(plan)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("sweep task failed: {e}")))?
     }
 
     async fn write(&self, plan: Plan, state: &CalendarState) -> Result<(), PassError> {
@@ -454,16 +352,4 @@ impl Engine {
         self.board
             .update(&self.key, |s| s.progress = Some(progress));
     }
-}
-
-/// The writes and records one page produces.
-#[derive(Default)]
-struct Plan {
-    upserts: Vec<EventVersion>,
-    deletes: Vec<String>,
-    changes: Vec<ChangeRecord>,
-    /// Change in the number of stored events.
-    delta: i64,
-    /// Every id this page listed.
-    touched: HashSet<String>,
 }

@@ -1,0 +1,398 @@
+//! The planner: one page of listed events, against what the store held
+//! before the page, to the versions to store and the change records to
+//! append. Pure: no store, no clock, no async; the caller reads the stored
+//! versions first ([`wanted`]) and passes the time in.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::google::EventHead;
+use crate::rawjson::RawJson;
+use crate::store::{CalendarKey, ChangeKind, ChangeRecord, EventVersion};
+
+use super::changed_fields;
+
+/// Whether an event is shown. Google marks a deleted event, or a hidden
+/// occurrence of a series, `"status": "cancelled"`; every other status
+/// (confirmed, tentative, none) is a live event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Live,
+    Cancelled,
+}
+
+impl EventStatus {
+    pub fn of(status: Option<&str>) -> EventStatus {
+        match status {
+            Some("cancelled") => EventStatus::Cancelled,
+            _ => EventStatus::Live,
+        }
+    }
+}
+
+/// The writes and records one page produces.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub upserts: Vec<EventVersion>,
+    pub deletes: Vec<String>,
+    pub changes: Vec<ChangeRecord>,
+    /// Change in the number of stored events.
+    pub delta: i64,
+    /// Every id this page listed.
+    pub touched: HashSet<String>,
+}
+
+/// An item that cannot be planned: what its `id` was instead of a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unusable(pub &'static str);
+
+/// The ids whose stored versions [`plan`] needs: every listed event, and
+/// the series master of every cancelled occurrence.
+pub fn wanted<'a>(heads: impl IntoIterator<Item = &'a EventHead>) -> HashSet<String> {
+    heads
+        .into_iter()
+        .flat_map(|h| {
+            let master = h
+                .recurring_event_id
+                .clone()
+                .filter(|_| EventStatus::of(h.status.as_deref()) == EventStatus::Cancelled);
+            h.id.clone().into_iter().chain(master)
+        })
+        .collect()
+}
+
+/// Plans one page. `stored` holds the versions of [`wanted`] ids the store
+/// has (absent: never seen, or removed); `generation` is set in full syncs,
+/// where every listed event is stamped with it; `now` is `detected_at`.
+pub fn plan(
+    key: &CalendarKey,
+    items: Vec<(EventHead, RawJson)>,
+    stored: &HashMap<String, EventVersion>,
+    generation: Option<u64>,
+    now: &str,
+) -> Result<Plan, Unusable> {
+    let mut plan = Plan::default();
+    // Ids already handled in this page (Google lists each once, but a page
+    // must never produce two records from one stale lookup).
+    let mut in_page: HashMap<String, Option<EventVersion>> = HashMap::new();
+    for (head, item) in items {
+        let Some(id) = head.id.clone() else {
+            return Err(Unusable(match item.to_value().get("id") {
+                None => "no id",
+                Some(_) => "an id that is not a string",
+            }));
+        };
+        let old = match in_page.get(&id) {
+            Some(v) => v.clone(),
+            None => stored.get(&id).cloned(),
+        };
+        let version = |body: RawJson, generation: u64| EventVersion {
+            id: id.clone(),
+            etag: head.etag.clone(),
+            sequence: head.sequence,
+            updated: head.updated.clone(),
+            status: head.status.clone(),
+            generation,
+            body,
+        };
+        let record = |change, previous, changed_fields| ChangeRecord {
+            seq: 0, // assigned by the feed writer
+            account: key.account.clone(),
+            calendar_id: key.calendar_id.clone(),
+            event_id: id.clone(),
+            change,
+            etag: head.etag.clone(),
+            sequence: head.sequence,
+            updated: head.updated.clone(),
+            changed_fields,
+            event: item.clone(),
+            previous,
+            detected_at: now.to_string(),
+        };
+        let status_of = |v: &EventVersion| EventStatus::of(v.status.as_deref());
+        if EventStatus::of(head.status.as_deref()) == EventStatus::Cancelled {
+            let of_live_series = head
+                .recurring_event_id
+                .as_deref()
+                .and_then(|m| stored.get(m))
+                .is_some_and(|m| status_of(m) == EventStatus::Live);
+            match old {
+                // Known already as a hidden occurrence.
+                Some(old) if status_of(&old) == EventStatus::Cancelled => {
+                    if let Some(g) = generation.filter(|g| *g != old.generation) {
+                        plan.upserts.push(EventVersion {
+                            generation: g,
+                            ..old
+                        });
+                    }
+                }
+                Some(old) => {
+                    plan.changes
+                        .push(record(ChangeKind::Deleted, Some(old.body), vec![]));
+                    plan.delta -= 1;
+                    if of_live_series {
+                        plan.upserts
+                            .push(version(item, generation.unwrap_or(old.generation)));
+                    } else {
+                        plan.deletes.push(id.clone());
+                    }
+                }
+                // One occurrence of a series we follow disappeared: a real
+                // change; keep it as a hidden occurrence.
+                None if of_live_series => {
+                    plan.changes.push(record(ChangeKind::Deleted, None, vec![]));
+                    plan.upserts.push(version(item, generation.unwrap_or(0)));
+                }
+                // Deleted before we ever saw it: nothing to report.
+                None => {}
+            }
+            in_page.insert(id, None);
+            continue;
+        }
+        match old {
+            None => {
+                plan.changes.push(record(ChangeKind::Created, None, vec![]));
+                let v = version(item, generation.unwrap_or(0));
+                plan.upserts.push(v.clone());
+                plan.delta += 1;
+                in_page.insert(id, Some(v));
+            }
+            Some(old) if old.etag == head.etag => {
+                // Unchanged. A full sync still stamps it as seen.
+                if let Some(g) = generation.filter(|g| *g != old.generation) {
+                    let v = EventVersion {
+                        generation: g,
+                        ..old
+                    };
+                    plan.upserts.push(v.clone());
+                    in_page.insert(id, Some(v));
+                }
+            }
+            Some(old) => {
+                // A hidden occurrence coming back counts as created.
+                let (kind, fields, delta) = match status_of(&old) {
+                    EventStatus::Cancelled => (ChangeKind::Created, vec![], 1),
+                    EventStatus::Live => (
+                        ChangeKind::Updated,
+                        changed_fields(&old.body.to_value(), &item.to_value()),
+                        0,
+                    ),
+                };
+                let previous = (kind == ChangeKind::Updated).then_some(old.body);
+                plan.changes.push(record(kind, previous, fields));
+                plan.delta += delta;
+                let v = version(item, generation.unwrap_or(old.generation));
+                plan.upserts.push(v.clone());
+                in_page.insert(id, Some(v));
+            }
+        }
+    }
+    plan.touched = in_page.into_keys().collect();
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const NOW: &str = "2026-01-01T00:00:00.000Z";
+
+    fn body(id: &str, etag: &str, status: &str, summary: &str, series: Option<&str>) -> Value {
+        let mut v = json!({"kind": "calendar#event", "id": id, "etag": etag, "status": status, "summary": summary});
+        if let Some(m) = series {
+            v["recurringEventId"] = json!(m);
+        }
+        v
+    }
+
+    /// A stored version of the full sync with generation 4.
+    fn stored(id: &str, etag: &str, status: &str, summary: &str) -> EventVersion {
+        EventVersion {
+            id: id.into(),
+            etag: Some(etag.into()),
+            sequence: Some(0),
+            updated: None,
+            status: Some(status.into()),
+            generation: 4,
+            body: body(id, etag, status, summary, None).into(),
+        }
+    }
+
+    fn item(v: Value) -> (EventHead, RawJson) {
+        let raw = RawJson::from(v);
+        (EventHead::of(&raw), raw)
+    }
+
+    /// The plan, as one line: records; upserts with their generation;
+    /// deletes; delta.
+    fn show(p: &Plan) -> String {
+        let records: Vec<String> = p
+            .changes
+            .iter()
+            .map(|c| {
+                let kind = format!("{:?}", c.change).to_lowercase();
+                let fields = if c.changed_fields.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}]", c.changed_fields.join(","))
+                };
+                let prev = if c.previous.is_some() { "+prev" } else { "" };
+                format!("{kind} {}{fields}{prev}", c.event_id)
+            })
+            .collect();
+        let ups: Vec<String> = p
+            .upserts
+            .iter()
+            .map(|v| format!("{}@{}", v.id, v.generation))
+            .collect();
+        let or_dash = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(" ")
+            }
+        };
+        format!(
+            "{} | up {} | del {} | {:+}",
+            or_dash(records),
+            or_dash(ups),
+            or_dash(p.deletes.clone()),
+            p.delta
+        )
+    }
+
+    fn run(store: &[EventVersion], items: &[Value], generation: Option<u64>) -> String {
+        let key = CalendarKey::new("a", "c");
+        let items: Vec<_> = items.iter().cloned().map(item).collect();
+        let all: HashMap<String, EventVersion> =
+            store.iter().map(|v| (v.id.clone(), v.clone())).collect();
+        // Only what `wanted` names is looked up, as the caller does.
+        let want = wanted(items.iter().map(|(h, _)| h));
+        let stored = all
+            .into_iter()
+            .filter(|(id, _)| want.contains(id))
+            .collect();
+        show(&plan(&key, items, &stored, generation, NOW).expect("plannable"))
+    }
+
+    #[test]
+    fn every_case_in_every_mode() {
+        let live = |id, etag, summary| body(id, etag, "confirmed", summary, None);
+        let gone = |id, etag| body(id, etag, "cancelled", "", None);
+        let gone_of = |id, etag, m| body(id, etag, "cancelled", "", Some(m));
+        let mut master_edit = live("M", "e2", "old");
+        master_edit["recurrence"] = json!(["RRULE:FREQ=DAILY;COUNT=3"]);
+        /// name, stored before, listed, incremental, full (generation 5)
+        type Row = (
+            &'static str,
+            Vec<EventVersion>,
+            Vec<Value>,
+            &'static str,
+            &'static str,
+        );
+        #[rustfmt::skip]
+        let table: Vec<Row> = vec![
+            ("new", vec![], vec![live("A", "e1", "s")],
+             "created A | up A@0 | del - | +1",
+             "created A | up A@5 | del - | +1"),
+            ("known unchanged", vec![stored("A", "e1", "confirmed", "s")], vec![live("A", "e1", "s")],
+             "- | up - | del - | +0",
+             "- | up A@5 | del - | +0"),
+            ("known changed", vec![stored("A", "e1", "confirmed", "old")], vec![live("A", "e2", "new")],
+             "updated A[summary]+prev | up A@4 | del - | +0",
+             "updated A[summary]+prev | up A@5 | del - | +0"),
+            ("cancelled known", vec![stored("A", "e1", "confirmed", "s")], vec![gone("A", "e2")],
+             "deleted A+prev | up - | del A | -1",
+             "deleted A+prev | up - | del A | -1"),
+            ("cancelled unknown", vec![], vec![gone("A", "e2")],
+             "- | up - | del - | +0",
+             "- | up - | del - | +0"),
+            ("cancelled occurrence of a known series", vec![stored("M", "e1", "confirmed", "s")],
+             vec![gone_of("M_1", "e2", "M")],
+             "deleted M_1 | up M_1@0 | del - | +0",
+             "deleted M_1 | up M_1@5 | del - | +0"),
+            ("cancelled known occurrence of a known series",
+             vec![stored("M", "e1", "confirmed", "s"), stored("M_1", "e1", "confirmed", "s")],
+             vec![gone_of("M_1", "e2", "M")],
+             "deleted M_1+prev | up M_1@4 | del - | -1",
+             "deleted M_1+prev | up M_1@5 | del - | -1"),
+            ("cancelled occurrence of an unknown series", vec![], vec![gone_of("M_1", "e2", "M")],
+             "- | up - | del - | +0",
+             "- | up - | del - | +0"),
+            ("cancelled occurrence of a deleted series", vec![stored("M", "e1", "cancelled", "")],
+             vec![gone_of("M_1", "e2", "M")],
+             "- | up - | del - | +0",
+             "- | up - | del - | +0"),
+            ("hidden occurrence listed again", vec![stored("M_1", "e1", "cancelled", "")],
+             vec![gone_of("M_1", "e1", "M")],
+             "- | up - | del - | +0",
+             "- | up M_1@5 | del - | +0"),
+            ("recurring master edit", vec![stored("M", "e1", "confirmed", "old")], vec![master_edit],
+             "updated M[recurrence]+prev | up M@4 | del - | +0",
+             "updated M[recurrence]+prev | up M@5 | del - | +0"),
+            ("reappearing after delete", vec![stored("A", "e1", "cancelled", "")], vec![live("A", "e3", "back")],
+             "created A | up A@4 | del - | +1",
+             "created A | up A@5 | del - | +1"),
+            ("listed twice in one page", vec![], vec![live("A", "e1", "one"), live("A", "e2", "two")],
+             "created A updated A[summary]+prev | up A@0 A@0 | del - | +1",
+             "created A updated A[summary]+prev | up A@5 A@5 | del - | +1"),
+        ];
+        for (name, store, items, incremental, full) in table {
+            assert_eq!(
+                run(&store, &items, None),
+                incremental,
+                "{name}, incremental"
+            );
+            // A first full sync and one after 410 are the same to the
+            // planner: a new generation over what the store holds.
+            assert_eq!(run(&store, &items, Some(5)), full, "{name}, full");
+            assert_eq!(run(&store, &items, Some(5)), full, "{name}, full after 410");
+        }
+    }
+
+    #[test]
+    fn an_item_without_a_string_id_is_unusable_not_skipped() {
+        let key = CalendarKey::new("a", "c");
+        let stored = HashMap::new();
+        for (v, what) in [
+            (json!({"etag": "e"}), "no id"),
+            (json!({"id": 7, "etag": "e"}), "an id that is not a string"),
+        ] {
+            let items = vec![item(json!({"id": "ok", "etag": "e"})), item(v)];
+            assert_eq!(
+                plan(&key, items, &stored, None, NOW).map(|_| ()),
+                Err(Unusable(what))
+            );
+        }
+    }
+
+    #[test]
+    fn records_carry_the_listed_body_and_the_time_given() {
+        let key = CalendarKey::new("acct", "cal");
+        let before = stored("A", "e1", "confirmed", "old");
+        let stored = HashMap::from([("A".to_string(), before.clone())]);
+        let p = plan(
+            &key,
+            vec![item(body("A", "e2", "confirmed", "new", None))],
+            &stored,
+            None,
+            NOW,
+        )
+        .expect("plan");
+        let r = &p.changes[0];
+        assert_eq!(
+            (
+                r.account.as_str(),
+                r.calendar_id.as_str(),
+                r.detected_at.as_str()
+            ),
+            ("acct", "cal", NOW)
+        );
+        assert_eq!(r.event.to_value()["summary"], "new");
+        assert_eq!(
+            r.previous.as_ref().map(|b| b.to_value()),
+            Some(before.body.to_value())
+        );
+        assert_eq!(r.etag.as_deref(), Some("e2"));
+    }
+}
