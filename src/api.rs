@@ -282,7 +282,7 @@ impl Api {
             out.push(json!({
                 "account": key.account,
                 "calendar_id": key.calendar_id,
-                "state": if live.state.is_empty() { "starting" } else { live.state },
+                "state": live.state,
                 "last_sync_at": state.last_sync_at,
                 "has_sync_token": state.sync_token.is_some(),
                 "events": state.events,

@@ -66,18 +66,16 @@ pub enum StoreError {
     },
     #[error("change record seq {0} is already stored; the page was not written")]
     SeqTaken(u64),
+    /// sled's own error, kept as the `source()`.
+    #[error("store backend error: {0}")]
+    Sled(#[from] sled::Error),
+    /// Everything else that went wrong below the store's API.
     #[error("store backend error: {0}")]
     Backend(String),
     #[error("the store is being reopened after a write failure")]
     Reopening,
     #[error("the store cannot be written: {0}")]
     Failing(String),
-}
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Backend(e.to_string())
-    }
 }
 
 /// A handle to the open store. Cheap to clone; all clones share one

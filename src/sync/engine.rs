@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pass::PassError;
-use super::{jitter, retry_delay, StatusBoard, SyncSettings, Trigger};
+use super::{jitter, retry_delay, EngineState, StatusBoard, SyncSettings, Trigger};
 use crate::feed::Feed;
 use crate::google::{GoogleClient, GoogleError};
 use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
@@ -60,7 +60,7 @@ impl Engine {
 
     /// Runs until `stop`: a pass at start, then one per poke or poll.
     pub async fn run(self) {
-        self.set_state("starting", None);
+        self.set_state(EngineState::Starting, None);
         let mut next_poll = Instant::now();
         // Set after a failure needing a person: not even a ping retries
         // before it.
@@ -97,7 +97,7 @@ impl Engine {
             drop(permit);
             match result {
                 Ok(stats) => {
-                    self.count_pass(stats.kind, "ok");
+                    self.count_pass(stats.kind.as_str(), "ok");
                     let labels = self.labels();
                     self.metrics
                         .last_success
@@ -107,13 +107,13 @@ impl Engine {
                     not_before = Instant::now();
                     next_poll = later(Instant::now(), jitter(self.settings.poll_interval, 0.25));
                     self.board.update(&self.key, |s| {
-                        s.state = "idle";
+                        s.state = EngineState::Idle;
                         s.progress = None;
                         s.last_error = None;
                         s.passes += 1;
                     });
                     tracing::info!(
-                        account = %self.key.account, calendar = %self.key.calendar_id, kind = stats.kind,
+                        account = %self.key.account, calendar = %self.key.calendar_id, kind = stats.kind.as_str(),
                         pages = stats.pages, items = stats.items, records = stats.records,
                         duration_ms = started.elapsed().as_millis() as u64, "sync pass done"
                     );
@@ -141,7 +141,7 @@ impl Engine {
                         // The feed writer is reopening the store: retry the
                         // moment it takes writes, not after a grown backoff.
                         self.board.update(&self.key, |s| {
-                            s.state = "backoff";
+                            s.state = EngineState::Backoff;
                             s.progress = None;
                             s.last_error = Some(message.clone());
                         });
@@ -179,7 +179,7 @@ impl Engine {
 
     fn record_error(&self, message: &str) {
         self.board.update(&self.key, |s| {
-            s.state = "backoff";
+            s.state = EngineState::Backoff;
             s.progress = None;
             s.last_error = Some(message.to_string());
         });

@@ -62,11 +62,54 @@ pub struct Progress {
     pub pages: u64,
 }
 
+/// What an engine is doing, as `/v1/calendars` and `status` show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineState {
+    #[default]
+    Starting,
+    Idle,
+    Incremental,
+    FullSync,
+    Resync,
+    /// The last attempt failed; the engine waits to retry.
+    Backoff,
+}
+
+/// Which kind of pass ran: the `kind` label of the pass metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PassKind {
+    #[default]
+    Incremental,
+    /// The first sync of a calendar (no token stored).
+    Full,
+    /// A full sync after Google refused the stored token (410).
+    Resync,
+}
+
+impl PassKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassKind::Incremental => "incremental",
+            PassKind::Full => "full",
+            PassKind::Resync => "resync",
+        }
+    }
+
+    /// The engine state while a pass of this kind runs.
+    pub fn state(self) -> EngineState {
+        match self {
+            PassKind::Incremental => EngineState::Incremental,
+            PassKind::Full => EngineState::FullSync,
+            PassKind::Resync => EngineState::Resync,
+        }
+    }
+}
+
 /// What an engine is doing now. Each engine writes only its own entry.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LiveStatus {
-    /// `starting`, `idle`, `incremental`, `full_sync`, `resync`, `backoff`, `error`.
-    pub state: &'static str,
+    pub state: EngineState,
     pub progress: Option<Progress>,
     pub last_error: Option<String>,
     /// Passes completed since start.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::plan::{self, EventStatus, Plan};
-use super::{retry_delay, LiveStatus, Progress};
+use super::{retry_delay, EngineState, LiveStatus, PassKind, Progress};
 use crate::google::{EventHead, EventsPage, GoogleError, ListParams};
 use crate::rawjson::RawJson;
 use crate::store::{CalendarState, PageWrite, StoreError};
@@ -50,7 +50,7 @@ impl PassError {
 /// What a pass did, for the one-line summary.
 #[derive(Debug, Default)]
 pub struct PassStats {
-    pub kind: &'static str,
+    pub kind: PassKind,
     pub pages: u64,
     pub items: u64,
     pub records: u64,
@@ -69,14 +69,14 @@ impl Engine {
     pub(super) async fn pass(&self) -> Result<PassStats, PassError> {
         let mut state = self.store.calendar(&self.key)?;
         let Some(token) = state.sync_token.clone() else {
-            return self.full(state, "full").await;
+            return self.full(state, PassKind::Full).await;
         };
         match self.incremental(state.clone(), &token).await {
             Err(PassError::Google(GoogleError::SyncTokenGone { status, reason })) => {
                 tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, status, reason, "sync token no longer valid; full resync");
                 state.sync_token = None;
                 self.store.put_calendar(&self.key, &state)?;
-                self.full(state, "resync").await
+                self.full(state, PassKind::Resync).await
             }
             other => other,
         }
@@ -87,9 +87,9 @@ impl Engine {
         mut state: CalendarState,
         token: &str,
     ) -> Result<PassStats, PassError> {
-        self.set_state("incremental", Some(Progress::default()));
+        self.set_state(EngineState::Incremental, Some(Progress::default()));
         let mut stats = PassStats {
-            kind: "incremental",
+            kind: PassKind::Incremental,
             ..Default::default()
         };
         let mut page_token: Option<String> = None;
@@ -122,11 +122,7 @@ impl Engine {
         }
     }
 
-    async fn full(
-        &self,
-        mut state: CalendarState,
-        kind: &'static str,
-    ) -> Result<PassStats, PassError> {
+    async fn full(&self, mut state: CalendarState, kind: PassKind) -> Result<PassStats, PassError> {
         state.generation += 1;
         let generation = state.generation;
         // Every event this pass stores is stamped with its generation, so
@@ -140,14 +136,7 @@ impl Engine {
         let started = Instant::now();
         let mut logged = Instant::now();
         let mut page_token: Option<String> = None;
-        self.set_state(
-            if kind == "full" {
-                "full_sync"
-            } else {
-                "resync"
-            },
-            Some(Progress::default()),
-        );
+        self.set_state(kind.state(), Some(Progress::default()));
         loop {
             let params = self.params(None, page_token.as_deref());
             let page = self.fetch(&params).await?;
@@ -205,7 +194,10 @@ impl Engine {
         // A ping cut a backoff short: its change must get a pass of its own.
         let mut pinged = false;
         // The state shown again once an outage ends.
-        let resumed = self.board.get(&self.key).map_or("incremental", |s| s.state);
+        let resumed = self
+            .board
+            .get(&self.key)
+            .map_or(EngineState::Incremental, |s| s.state);
         loop {
             let attempted = tokio::time::Instant::now();
             let result = tokio::select! {
@@ -253,7 +245,7 @@ impl Engine {
                     if attempt >= WARN_AFTER_FAILURES {
                         let message = e.to_string();
                         self.board.update(&self.key, |s| {
-                            s.state = "backoff";
+                            s.state = EngineState::Backoff;
                             s.last_error = Some(message);
                         });
                     }
@@ -341,7 +333,7 @@ impl Engine {
         state.last_error = None;
     }
 
-    pub(super) fn set_state(&self, name: &'static str, progress: Option<Progress>) {
+    pub(super) fn set_state(&self, name: EngineState, progress: Option<Progress>) {
         self.board.update(&self.key, |s: &mut LiveStatus| {
             s.state = name;
             s.progress = progress;
