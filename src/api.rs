@@ -139,15 +139,11 @@ impl Api {
     async fn changes(&self, q: ChangesQuery) -> Response {
         if q.wait > Duration::ZERO && self.feed.head() <= q.after {
             let Ok(_slot) = self.waiting.clone().try_acquire_owned() else {
-                let mut resp = http::error(
+                return retry_after(
                     StatusCode::TOO_MANY_REQUESTS,
                     &format!("{MAX_WAITING} long-polls are waiting already; retry shortly"),
+                    "1",
                 );
-                resp.headers_mut().insert(
-                    hyper::header::RETRY_AFTER,
-                    hyper::header::HeaderValue::from_static("1"),
-                );
-                return resp;
             };
             let mut head = self.feed.subscribe();
             let arrived = async {
@@ -195,17 +191,11 @@ impl Api {
             }
             // sled fails reads too after a write error, until the writer's
             // reopen: tell readers to come back rather than that it broke.
-            Err(e) if self.feed.failure().is_some() => {
-                let mut resp = http::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("the store is failing and the feed is paused: {e}"),
-                );
-                resp.headers_mut().insert(
-                    hyper::header::RETRY_AFTER,
-                    hyper::header::HeaderValue::from_static("5"),
-                );
-                resp
-            }
+            Err(e) if self.feed.failure().is_some() => retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store is failing and the feed is paused: {e}"),
+                "5",
+            ),
             Err(e) => http::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("cannot read the feed: {e}"),
@@ -299,6 +289,16 @@ impl Api {
         }
         http::json(StatusCode::OK, &json!({ "calendars": out, "store": store }))
     }
+}
+
+/// An error answer that tells the client when to come back.
+fn retry_after(status: StatusCode, message: &str, seconds: &'static str) -> Response {
+    let mut resp = http::error(status, message);
+    resp.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static(seconds),
+    );
+    resp
 }
 
 /// The calendar's newest active channel: `{id, expires_at, confirmed}`.

@@ -55,29 +55,16 @@ pub fn write_config(
     debounce: &str,
 ) -> PathBuf {
     std::fs::write(dir.join("sa.json"), emu.service_account_json()).expect("sa");
-    let text = format!(
-        r#"log_level = "error"
-[google]
-api_base_url = "{root}"
-[hook]
-listen = "{hook}"
-public_url = "http://{hook}/gcal/notify"
-[api]
-listen = "{api}"
-[store]
-path = "store"
-[sync]
-page_size = {page_size}
-poll_interval = "1h"
-debounce = "{debounce}"
-[[accounts]]
-name = "bench"
-credentials_file = "sa.json"
-calendars = ["primary"]
-"#,
-        root = emu.api_root(),
-        page_size = std::env::var("BENCH_PAGE_SIZE").unwrap_or_else(|_| "2500".into()),
-    );
+    let page_size = std::env::var("BENCH_PAGE_SIZE").unwrap_or_else(|_| "2500".into());
+    let text = gcal_syncd::config::ConfigText::new("bench", "sa.json")
+        .log_level("error")
+        .google(&emu.api_root())
+        .hook(hook)
+        .api(api)
+        .sync("page_size", &page_size)
+        .sync("poll_interval", "\"1h\"")
+        .sync("debounce", &format!("{debounce:?}"))
+        .render();
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("config");
     path

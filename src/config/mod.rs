@@ -9,6 +9,7 @@
 mod credentials;
 mod raw;
 mod source;
+mod text;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use reqwest::Url;
 
 pub use credentials::{Credentials, DEFAULT_TOKEN_URI};
 pub use source::{ConfigError, ConfigErrors};
+pub use text::ConfigText;
 
 use crate::secret::Secret;
 

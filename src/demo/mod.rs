@@ -552,38 +552,16 @@ fn addr(l: &tokio::net::TcpListener) -> Result<String, String> {
 }
 
 fn config_text(emu: &Emulator, hook: &str, api: &str) -> String {
-    format!(
-        r#"log_level = "warn"
-
-[google]
-api_base_url = "{root}"
-
-[hook]
-listen = "{hook}"
-public_url = "http://{hook}/gcal/notify"
-
-[api]
-listen = "{api}"
-
-[store]
-path = "store"
-
-[channels]
-ttl = "30s"
-renew_before = "20s"
-check_schedule = "* * * * * *"
-
-[sync]
-poll_interval = "15m"
-debounce = "300ms"
-
-[[accounts]]
-name = "demo"
-credentials_file = "service-account.json"
-calendars = ["primary"]
-"#,
-        root = emu.api_root()
-    )
+    crate::config::ConfigText::new("demo", "service-account.json")
+        .google(&emu.api_root())
+        .hook(hook)
+        .api(api)
+        .channels("ttl", "\"30s\"")
+        .channels("renew_before", "\"20s\"")
+        .channels("check_schedule", "\"* * * * * *\"")
+        .sync("poll_interval", "\"15m\"")
+        .sync("debounce", "\"300ms\"")
+        .render()
 }
 
 /// A few dozen events and one daily series.

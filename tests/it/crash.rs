@@ -13,35 +13,20 @@ use serde_json::{json, Value};
 use crate::emu::{self, event};
 use crate::harness::CAL;
 use crate::support::{Daemon, TempDir};
+use gcal_syncd::config::ConfigText;
 
 const WAIT: Duration = Duration::from_secs(90);
 
 fn config(dir: &TempDir, api_root: &str) {
-    dir.write(
-        "config.toml",
-        &format!(
-            r#"log_level = "info"
-[google]
-api_base_url = "{api_root}"
-[hook]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:9/gcal/notify"
-[api]
-listen = "127.0.0.1:0"
-[store]
-path = "store"
-[sync]
-page_size = 100
-poll_interval = "300ms"
-debounce = "0s"
-retry_base = "50ms"
-[[accounts]]
-name = "emu"
-credentials_file = "sa.json"
-calendars = ["primary"]
-"#
-        ),
-    );
+    let text = ConfigText::new("emu", "sa.json")
+        .log_level("info")
+        .google(api_root)
+        .public_url("http://127.0.0.1:9/gcal/notify")
+        .sync("page_size", "100")
+        .sync("poll_interval", "\"300ms\"")
+        .sync("debounce", "\"0s\"")
+        .sync("retry_base", "\"50ms\"");
+    dir.write("config.toml", &text.render());
 }
 
 fn start(dir: &TempDir) -> (Daemon, String) {

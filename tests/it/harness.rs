@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gcal_syncd::config::Config;
+use gcal_syncd::config::{Config, ConfigText};
 use gcal_syncd::daemon::{self, Control, Listeners};
 use gcal_syncd::emulator::{Emulator, Options, SERVICE_ACCOUNT};
 use serde_json::Value;
@@ -22,10 +22,8 @@ pub struct Setup {
     pub page_size: u32,
     pub poll_interval: &'static str,
     pub emulator: Options,
-    /// Extra `[sync]` lines.
-    pub sync_extra: &'static str,
-    /// `[channels]` lines.
-    pub channels: &'static str,
+    /// `[channels]` keys and their TOML values.
+    pub channels: &'static [(&'static str, &'static str)],
     pub debounce: &'static str,
     /// `sync.retry_base`.
     pub retry_base: &'static str,
@@ -44,8 +42,7 @@ impl Default for Setup {
                 allow_http: true,
                 ..Default::default()
             },
-            sync_extra: "",
-            channels: "",
+            channels: &[],
             debounce: "0s",
             retry_base: "50ms",
             pushless: false,
@@ -94,46 +91,23 @@ impl Harness {
 
     /// Writes config.toml with the hook's real address as public_url.
     fn write_config(&self, setup: &Setup, hook: &str) {
-        let text = format!(
-            r#"log_level = "warn"
-[google]
-api_base_url = "{root}"
-[hook]
-listen = "127.0.0.1:0"
-public_url = "http://{hook}/gcal/notify"
-[api]
-listen = "127.0.0.1:0"
-[store]
-path = "store"
-[channels]
-{channels}
-[sync]
-page_size = {page}
-poll_interval = "{poll}"
-debounce = "{debounce}"
-retry_base = "{retry_base}"
-{extra}
-[[accounts]]
-name = "emu"
-credentials_file = "sa.json"
-calendars = {calendars}
-{tail}
-"#,
-            root = self.emu.api_root(),
-            page = setup.page_size,
-            poll = setup.poll_interval,
-            extra = setup.sync_extra,
-            channels = setup.channels,
-            debounce = setup.debounce,
-            retry_base = setup.retry_base,
-            tail = setup.tail,
-            calendars = if self.calendars == "all" {
+        let mut text = ConfigText::new("emu", "sa.json")
+            .google(&self.emu.api_root())
+            .hook(hook)
+            .sync("page_size", &setup.page_size.to_string())
+            .sync("poll_interval", &format!("{:?}", setup.poll_interval))
+            .sync("debounce", &format!("{:?}", setup.debounce))
+            .sync("retry_base", &format!("{:?}", setup.retry_base))
+            .calendars(&if self.calendars == "all" {
                 "\"all\"".to_string()
             } else {
                 format!("[{}]", self.calendars)
-            },
-        );
-        self.dir.write("config.toml", &text);
+            })
+            .tail(setup.tail);
+        for (k, v) in setup.channels {
+            text = text.channels(k, v);
+        }
+        self.dir.write("config.toml", &text.render());
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {

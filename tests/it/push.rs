@@ -100,7 +100,11 @@ async fn a_burst_of_1000_pings_costs_a_few_list_calls_and_yields_exactly_1000_up
 #[tokio::test(flavor = "multi_thread")]
 async fn channels_are_renewed_before_they_expire_and_old_ones_are_stopped() {
     let setup = Setup {
-        channels: "ttl = \"6s\"\nrenew_before = \"3s\"\ncheck_schedule = \"* * * * * *\"",
+        channels: &[
+            ("ttl", "\"6s\""),
+            ("renew_before", "\"3s\""),
+            ("check_schedule", "\"* * * * * *\""),
+        ],
         ..Default::default()
     };
     let h = Harness::start("renewal", setup).await;
@@ -177,7 +181,11 @@ async fn channels_are_renewed_before_they_expire_and_old_ones_are_stopped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_restart_past_expiry_a_new_channel_and_a_catch_up_sync_happen() {
     let setup = Setup {
-        channels: "ttl = \"3s\"\nrenew_before = \"1s\"\ncheck_schedule = \"0 0 * * * *\"",
+        channels: &[
+            ("ttl", "\"3s\""),
+            ("renew_before", "\"1s\""),
+            ("check_schedule", "\"0 0 * * * *\""),
+        ],
         ..Default::default()
     };
     let mut h = Harness::start("expired", setup).await;

@@ -70,25 +70,15 @@ pub fn dummy_service_account(dir: &TempDir, name: &str) -> PathBuf {
     )
 }
 
-/// A valid config for `gcal-syncd run` on ports 0 and a store in `dir`.
+/// A valid config for `gcal-syncd run` on ports 0 and a store in `dir`;
+/// `extra_account_calendar` is appended to the calendar list (`, "x"`).
 pub fn daemon_config(dir: &TempDir, extra_account_calendar: &str) -> String {
     dummy_service_account(dir, "sa.json");
-    format!(
-        r#"log_level = "debug"
-[hook]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1/gcal/notify"
-[api]
-listen = "127.0.0.1:0"
-token_file = "api-token"
-[store]
-path = "store"
-[[accounts]]
-name = "clinic"
-credentials_file = "sa.json"
-calendars = ["primary"{extra_account_calendar}]
-"#
-    )
+    gcal_syncd::config::ConfigText::new("clinic", "sa.json")
+        .log_level("debug")
+        .api_token_file("api-token")
+        .calendars(&format!("[\"primary\"{extra_account_calendar}]"))
+        .render()
 }
 
 pub fn bin() -> &'static str {
