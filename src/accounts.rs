@@ -16,6 +16,7 @@ use crate::feed::Feed;
 use crate::google::{Authenticator, GoogleClient, SCOPE_READONLY, SCOPE_READWRITE};
 use crate::metrics::Metrics;
 use crate::store::{CalendarKey, Store};
+use crate::sync::EngineDeps;
 use crate::sync::{Engine, StatusBoard, SyncSettings, Trigger};
 
 #[derive(Default)]
@@ -103,15 +104,21 @@ impl Calendars {
 
 /// Everything needed to start an engine.
 pub struct Starter {
+    engines: EngineDeps,
+    tasks: Tasks,
+    stop: CancellationToken,
+    pub calendars: Calendars,
+    http: reqwest::Client,
+}
+
+/// What [`Starter::new`] needs from the daemon.
+pub struct StarterDeps {
     pub store: Store,
     pub feed: Feed,
     pub board: StatusBoard,
     pub tasks: Tasks,
     pub stop: CancellationToken,
     pub metrics: Metrics,
-    pub calendars: Calendars,
-    permits: Arc<Semaphore>,
-    http: reqwest::Client,
 }
 
 /// What [`Starter::apply`] changed.
@@ -123,27 +130,33 @@ pub struct Applied {
 }
 
 impl Starter {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        cfg: &Config,
-        store: Store,
-        feed: Feed,
-        board: StatusBoard,
-        tasks: Tasks,
-        stop: CancellationToken,
-        metrics: Metrics,
-    ) -> Self {
-        Starter {
+    pub fn new(cfg: &Config, deps: StarterDeps) -> Self {
+        let StarterDeps {
             store,
             feed,
             board,
             tasks,
             stop,
             metrics,
+        } = deps;
+        Starter {
+            engines: EngineDeps {
+                store,
+                feed,
+                board,
+                permits: Arc::new(Semaphore::new(cfg.sync.max_concurrent)),
+                metrics,
+            },
+            tasks,
+            stop,
             calendars: Calendars::default(),
-            permits: Arc::new(Semaphore::new(cfg.sync.max_concurrent)),
             http: GoogleClient::http_client(),
         }
+    }
+
+    /// The store and feed the engines write to.
+    pub fn store_and_feed(&self) -> (&Store, &Feed) {
+        (&self.engines.store, &self.engines.feed)
     }
 
     /// Makes the running calendars those of `cfg`: starts engines for new
@@ -199,7 +212,7 @@ impl Starter {
                         tracing::warn!(account = %key.account, calendar = %key.calendar_id, "engine did not stop within 30 s");
                     }
                 }
-                self.board.remove(&key);
+                self.engines.board.remove(&key);
                 let policy = old
                     .and_then(|o| o.accounts.iter().find(|a| a.name == key.account))
                     .map_or(OnCalendarRemoved::EmitDeletes, |a| a.on_calendar_removed);
@@ -216,14 +229,10 @@ impl Starter {
             let engine = Engine::new(
                 key.clone(),
                 client,
-                self.store.clone(),
-                self.feed.clone(),
                 settings.clone(),
-                self.board.clone(),
                 trigger.clone(),
-                self.permits.clone(),
                 stop.clone(),
-                self.metrics.clone(),
+                self.engines.clone(),
             );
             let name = format!("sync {}/{}", key.account, key.calendar_id);
             let task = self.tasks.spawn(name, &stop, engine.run());

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::Starter;
+use crate::accounts::{Starter, StarterDeps};
 use crate::api::Api;
-use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle, Scheduler};
-use crate::config::{Config, OnCalendarRemoved};
+use crate::channels::{ChannelIndex, ChannelsHandle, Scheduler};
+use crate::config::Config;
 use crate::feed::{Feed, Retention};
 use crate::hook::Hook;
 use crate::http::{self, DRAIN_LIMIT};
@@ -23,6 +23,7 @@ use crate::logging::LogHandle;
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::store::{Store, StoreError};
+use crate::supervisor::{Reload, Supervisor};
 use crate::sync::StatusBoard;
 use crate::tasks::Tasks;
 
@@ -114,12 +115,14 @@ pub async fn run(
     let board = StatusBoard::default();
     let starter = Starter::new(
         &config,
-        store.clone(),
-        feed.clone(),
-        board.clone(),
-        tasks.clone(),
-        stop.clone(),
-        metrics.clone(),
+        StarterDeps {
+            store: store.clone(),
+            feed: feed.clone(),
+            board: board.clone(),
+            tasks: tasks.clone(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+        },
     );
     starter.apply(&config, None).await;
     let calendars = starter.calendars.clone();
@@ -161,7 +164,18 @@ pub async fn run(
         metrics,
     };
     tasks.spawn("channel scheduler", &stop, scheduler.run());
-    let (config_tx, _config_rx) = watch::channel(Arc::new(config));
+    let config = Arc::new(config);
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let supervisor = Supervisor {
+        starter,
+        channels: channel_tx,
+        config: config.clone(),
+    };
+    tasks.spawn(
+        "accounts supervisor",
+        &stop,
+        supervisor.run(reload_rx, stop.clone()),
+    );
     spawn_servers(&tasks, listeners, hook, api, &stop);
     tasks.spawn("watchdog", &stop, notify::watchdog(stop.clone()));
     notify::ready(&format!(
@@ -170,25 +184,9 @@ pub async fn run(
         fmt_addr(api_addr)
     ));
 
+    let mut running = config;
     let mut died = None;
-    let list_trigger = starter.calendars.list_trigger();
-    let mut next_list_refresh =
-        list_refresh(&config_tx.borrow()).map(|d| tokio::time::Instant::now() + d);
     loop {
-        // A followed calendar list is re-read when its channel pings, and on
-        // the poll interval in case a ping was dropped.
-        let refresh = async {
-            let timer = async {
-                match next_list_refresh {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = list_trigger.notified() => {}
-                _ = timer => {}
-            }
-        };
         tokio::select! {
             _ = stop.cancelled() => break,
             name = deaths.next() => {
@@ -196,19 +194,14 @@ pub async fn run(
                 break;
             }
             msg = control.recv() => match msg {
-                Some(Control::Reload) => reload(&config_tx, &log, &starter, &channel_tx).await,
+                Some(Control::Reload) => {
+                    if let Some(new) = reload(&running, &log, &reload_tx).await {
+                        running = new;
+                    }
+                }
                 None => break,
             },
-            _ = refresh => {
-                let cfg = config_tx.borrow().clone();
-                let applied = apply(&starter, &cfg, &cfg, &channel_tx).await;
-                if !applied.added.is_empty() || !applied.removed.is_empty() {
-                    tracing::info!(added = applied.added.len(), removed = applied.removed.len(), "calendar list changed");
-                }
-            }
         }
-        next_list_refresh =
-            list_refresh(&config_tx.borrow()).map(|d| tokio::time::Instant::now() + d);
     }
 
     tracing::info!(drain_limit = ?DRAIN_LIMIT, "stopping");
@@ -273,116 +266,42 @@ fn spawn_servers(
 /// channels stopped and, unless the account says `keep`, a final `deleted`
 /// record is written for each of their events. A bad file is logged and the
 /// running configuration kept.
+/// Re-reads the configuration file; a valid one goes to the supervisor
+/// (which says when it is applied), a bad one is logged and the running
+/// configuration kept.
 async fn reload(
-    current: &watch::Sender<Arc<Config>>,
+    current: &Arc<Config>,
     log: &LogHandle,
-    starter: &Starter,
-    channels: &mpsc::Sender<ChannelMsg>,
-) {
+    supervisor: &mpsc::Sender<Reload>,
+) -> Option<Arc<Config>> {
     notify::reloading();
-    let path = current.borrow().path.clone();
-    match Config::load(&path) {
+    let path = current.path.clone();
+    let applied = match Config::load(&path) {
         Ok(new) => {
-            let old = current.borrow().clone();
-            for key in restart_only_changes(&old, &new) {
+            for key in current.restart_only_changes(&new) {
                 tracing::warn!(
                     key,
                     "changed in the configuration file; restart gcal-syncd to apply it"
                 );
             }
             log.set_level(&new.log_level);
-            let applied = apply(starter, &new, &old, channels).await;
-            tracing::info!(config = %path.display(), accounts = new.accounts.len(), added = applied.added.len(), removed = applied.removed.len(), "configuration reloaded");
-            current.send_replace(Arc::new(new));
+            let new = Arc::new(new);
+            let (done, applied) = oneshot::channel();
+            match supervisor.send((new.clone(), done)).await {
+                Ok(()) => applied.await.ok().map(|()| new),
+                Err(_) => None, // stopping
+            }
         }
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(error = %e, "invalid configuration");
             }
             tracing::error!(config = %path.display(), errors = errors.0.len(), "reload rejected; keeping the running configuration");
+            None
         }
-    }
+    };
     notify::ready("configuration reloaded");
-}
-
-/// Makes the running calendars those of `new` and acts on the difference:
-/// removed calendars get their channels stopped and (unless `keep`) final
-/// deleted records; added ones get a channel (and so a full sync).
-async fn apply(
-    starter: &Starter,
-    new: &Config,
-    old: &Config,
-    channels: &mpsc::Sender<ChannelMsg>,
-) -> crate::accounts::Applied {
-    let applied = starter.apply(new, Some(old)).await;
-    for (key, policy) in &applied.removed {
-        if *policy == OnCalendarRemoved::EmitDeletes {
-            match crate::sync::purge_calendar(&starter.store, &starter.feed, key).await {
-                Ok(n) => {
-                    tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
-                }
-                Err(e) => {
-                    tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
-                }
-            }
-        }
-    }
-    if !applied.removed.is_empty() {
-        let _ = channels.try_send(ChannelMsg::Removed);
-    }
-    if !applied.added.is_empty() {
-        let _ = channels.try_send(ChannelMsg::Check);
-    }
     applied
-}
-
-/// Accounts with `calendars = "all"` have their calendar list read again
-/// this often (jittered), so calendars that appear or disappear are
-/// followed without a reload. None when no account follows its list.
-fn list_refresh(cfg: &Config) -> Option<std::time::Duration> {
-    cfg.accounts
-        .iter()
-        .any(|a| a.calendars == crate::config::CalendarSelection::All)
-        .then(|| crate::sync::jitter(cfg.sync.poll_interval, 0.25))
-}
-
-/// Keys whose new value only takes effect after a restart.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.hook.listen != new.hook.listen {
-        out.push("hook.listen");
-    }
-    if old.api.listen != new.api.listen {
-        out.push("api.listen");
-    }
-    if old.store.path != new.store.path {
-        out.push("store.path");
-    }
-    if old.api.token != new.api.token {
-        out.push("api.token_file");
-    }
-    if old.hook.public_url != new.hook.public_url
-        || old.hook.max_body_bytes != new.hook.max_body_bytes
-    {
-        out.push("hook.public_url/max_body_bytes");
-    }
-    if old.channels.check_schedule != new.channels.check_schedule
-        || old.channels.ttl != new.channels.ttl
-        || old.channels.renew_before != new.channels.renew_before
-    {
-        out.push("channels");
-    }
-    let sinks = |c: &Config| c.sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-    if old.feed.retention != new.feed.retention || sinks(old) != sinks(new) {
-        out.push("feed.retention/sinks");
-    }
-    if old.sync.poll_interval != new.sync.poll_interval
-        || old.sync.debounce != new.sync.debounce
-        || old.sync.page_size != new.sync.page_size
-    {
-        out.push("sync (for calendars already running)");
-    }
-    out
 }
 
 fn fmt_addr(addr: Option<SocketAddr>) -> String {

@@ -10,6 +10,8 @@
 //! - [`config`]: the TOML file, validated into [`config::Config`].
 //! - [`daemon`]: the composition root: listeners, signals, reload, drain.
 //! - [`accounts`]: the accounts' calendars (configured or followed) and their engines.
+//! - [`supervisor`]: the task that applies reloads, follows calendar lists
+//!   and purges removed calendars.
 //! - [`sync`]: one engine per calendar: incremental sync, 410 resync, backoff.
 //! - [`google`]: the Calendar API client and OAuth (yup-oauth2).
 //! - [`channels`]: watch channels: creation, renewal, the ping index.
@@ -50,6 +52,7 @@ pub mod rawjson;
 pub mod secret;
 pub mod status;
 pub mod store;
+pub mod supervisor;
 pub mod sync;
 pub mod tasks;
 pub mod tls;

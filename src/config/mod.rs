@@ -195,3 +195,46 @@ pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
     })
     .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
+
+impl Config {
+    /// Keys whose value in `new` differs from this configuration's and only
+    /// takes effect after a restart.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let old = self;
+        let mut out = Vec::new();
+        if old.hook.listen != new.hook.listen {
+            out.push("hook.listen");
+        }
+        if old.api.listen != new.api.listen {
+            out.push("api.listen");
+        }
+        if old.store.path != new.store.path {
+            out.push("store.path");
+        }
+        if old.api.token != new.api.token {
+            out.push("api.token_file");
+        }
+        if old.hook.public_url != new.hook.public_url
+            || old.hook.max_body_bytes != new.hook.max_body_bytes
+        {
+            out.push("hook.public_url/max_body_bytes");
+        }
+        if old.channels.check_schedule != new.channels.check_schedule
+            || old.channels.ttl != new.channels.ttl
+            || old.channels.renew_before != new.channels.renew_before
+        {
+            out.push("channels");
+        }
+        let sinks = |c: &Config| c.sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        if old.feed.retention != new.feed.retention || sinks(old) != sinks(new) {
+            out.push("feed.retention/sinks");
+        }
+        if old.sync.poll_interval != new.sync.poll_interval
+            || old.sync.debounce != new.sync.debounce
+            || old.sync.page_size != new.sync.page_size
+        {
+            out.push("sync (for calendars already running)");
+        }
+        out
+    }
+}

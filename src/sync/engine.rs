@@ -30,20 +30,33 @@ pub struct Engine {
     pub(super) metrics: Metrics,
 }
 
+/// The daemon-wide handles every engine gets.
+#[derive(Clone)]
+pub struct EngineDeps {
+    pub store: Store,
+    pub feed: Feed,
+    pub board: StatusBoard,
+    /// Passes that may run at once (`sync.max_concurrent`).
+    pub permits: Arc<Semaphore>,
+    pub metrics: Metrics,
+}
+
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: CalendarKey,
         google: Arc<GoogleClient>,
-        store: Store,
-        feed: Feed,
         settings: SyncSettings,
-        board: StatusBoard,
         trigger: Trigger,
-        permits: Arc<Semaphore>,
         stop: CancellationToken,
-        metrics: Metrics,
+        deps: EngineDeps,
     ) -> Self {
+        let EngineDeps {
+            store,
+            feed,
+            board,
+            permits,
+            metrics,
+        } = deps;
         Engine {
             metrics,
             key,

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use diff::changed_fields;
-pub use engine::Engine;
+pub use engine::{Engine, EngineDeps};
 
 use crate::store::CalendarKey;
 

@@ -1,0 +1,108 @@
+//! The accounts supervisor: the one task that changes which calendars run.
+//! It applies each configuration the daemon hands it (on SIGHUP), follows
+//! the calendar lists of accounts with `calendars = "all"` (re-read when
+//! their channel pings, and on the poll interval), writes the final
+//! `deleted` records of calendars that went away, and tells the channel
+//! scheduler what changed.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{Applied, Starter};
+use crate::channels::ChannelMsg;
+use crate::config::{CalendarSelection, Config, OnCalendarRemoved};
+
+/// A configuration to apply, and where to say it has been.
+pub type Reload = (Arc<Config>, oneshot::Sender<()>);
+
+pub struct Supervisor {
+    pub starter: Starter,
+    /// The channel scheduler's inbox.
+    pub channels: mpsc::Sender<ChannelMsg>,
+    /// The configuration running now.
+    pub config: Arc<Config>,
+}
+
+impl Supervisor {
+    /// Runs until `stop` or until the daemon drops its end of `reloads`.
+    pub async fn run(mut self, mut reloads: mpsc::Receiver<Reload>, stop: CancellationToken) {
+        let list_trigger = self.starter.calendars.list_trigger();
+        loop {
+            let next_refresh = list_refresh(&self.config).map(|d| tokio::time::Instant::now() + d);
+            let timer = async {
+                match next_refresh {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                msg = reloads.recv() => match msg {
+                    Some((new, done)) => {
+                        let old = std::mem::replace(&mut self.config, new);
+                        let applied = self.apply(&old).await;
+                        tracing::info!(config = %self.config.path.display(), accounts = self.config.accounts.len(), added = applied.added.len(), removed = applied.removed.len(), "configuration reloaded");
+                        let _ = done.send(());
+                    }
+                    None => return,
+                },
+                _ = list_trigger.notified() => self.refresh().await,
+                _ = timer => self.refresh().await,
+            }
+        }
+    }
+
+    /// A followed calendar list may have changed.
+    async fn refresh(&self) {
+        let applied = self.apply(&self.config.clone()).await;
+        if !applied.added.is_empty() || !applied.removed.is_empty() {
+            tracing::info!(
+                added = applied.added.len(),
+                removed = applied.removed.len(),
+                "calendar list changed"
+            );
+        }
+    }
+
+    /// Makes the running calendars those of the current configuration and
+    /// acts on the difference: removed calendars get their channels stopped
+    /// and (unless `keep`) final deleted records; added ones get a channel
+    /// (and so a full sync). `old` is the configuration replaced.
+    async fn apply(&self, old: &Config) -> Applied {
+        let applied = self.starter.apply(&self.config, Some(old)).await;
+        let (store, feed) = self.starter.store_and_feed();
+        for (key, policy) in &applied.removed {
+            if *policy == OnCalendarRemoved::EmitDeletes {
+                match crate::sync::purge_calendar(store, feed, key).await {
+                    Ok(n) => {
+                        tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
+                    }
+                    Err(e) => {
+                        tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
+                    }
+                }
+            }
+        }
+        // Dropped from a full inbox, either is repaired by the next cron
+        // check, which stops unconfigured channels and creates missing ones.
+        if !applied.removed.is_empty() {
+            let _ = self.channels.try_send(ChannelMsg::Removed);
+        }
+        if !applied.added.is_empty() {
+            let _ = self.channels.try_send(ChannelMsg::Check);
+        }
+        applied
+    }
+}
+
+/// Accounts with `calendars = "all"` have their calendar list read again
+/// this often (jittered), so calendars that appear or disappear are
+/// followed without a reload. None when no account follows its list.
+fn list_refresh(cfg: &Config) -> Option<std::time::Duration> {
+    cfg.accounts
+        .iter()
+        .any(|a| a.calendars == CalendarSelection::All)
+        .then(|| crate::sync::jitter(cfg.sync.poll_interval, 0.25))
+}
