@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::{Starter, StarterDeps};
+use crate::accounts::{Calendars, Starter, StarterDeps};
 use crate::api::Api;
-use crate::channels::{ChannelIndex, ChannelsHandle, Scheduler};
+use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle, Scheduler};
 use crate::config::Config;
 use crate::feed::{Feed, Retention};
 use crate::hook::Hook;
@@ -140,30 +140,7 @@ pub async fn run(
         stop.clone(),
         metrics.clone(),
     );
-    let index = ChannelIndex::default();
-    let (channel_tx, channel_rx) = mpsc::channel(1024);
-    let hook = Hook::new(
-        config.hook.public_url.path(),
-        config.hook.max_body_bytes,
-        index.clone(),
-        calendars.clone(),
-        ChannelsHandle::new(channel_tx.clone()),
-        metrics.clone(),
-    );
-    let scheduler = Scheduler {
-        store: store.clone(),
-        index,
-        calendars,
-        address: config.hook.public_url.to_string(),
-        ttl: config.channels.ttl,
-        renew_before: config.channels.renew_before,
-        schedule: config.channels.check_schedule.clone(),
-        rx: channel_rx,
-        tx: channel_tx.clone(),
-        stop: stop.clone(),
-        metrics,
-    };
-    tasks.spawn("channel scheduler", &stop, scheduler.run());
+    let (hook, channel_tx) = spawn_channels(&config, &store, calendars, &metrics, &tasks, &stop);
     let config = Arc::new(config);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let supervisor = Supervisor {
@@ -204,6 +181,17 @@ pub async fn run(
         }
     }
 
+    drain(&stop, &tracker).await;
+    store.flush().await?;
+    if let Some(task) = died {
+        return Err(DaemonError::TaskDied(task));
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Stops every task and waits for them, at most [`DRAIN_LIMIT`].
+async fn drain(stop: &CancellationToken, tracker: &TaskTracker) {
     tracing::info!(drain_limit = ?DRAIN_LIMIT, "stopping");
     notify::stopping();
     stop.cancel();
@@ -214,12 +202,43 @@ pub async fn run(
     {
         tracing::warn!("tasks still running after the drain limit; stopping anyway");
     }
-    store.flush().await?;
-    if let Some(task) = died {
-        return Err(DaemonError::TaskDied(task));
-    }
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// The channel scheduler (spawned) and the hook that feeds its index;
+/// returns the hook and the scheduler's inbox.
+fn spawn_channels(
+    config: &Config,
+    store: &Store,
+    calendars: Calendars,
+    metrics: &Metrics,
+    tasks: &Tasks,
+    stop: &CancellationToken,
+) -> (Hook, mpsc::Sender<ChannelMsg>) {
+    let index = ChannelIndex::default();
+    let (channel_tx, channel_rx) = mpsc::channel(1024);
+    let hook = Hook::new(
+        config.hook.public_url.path(),
+        config.hook.max_body_bytes,
+        index.clone(),
+        calendars.clone(),
+        ChannelsHandle::new(channel_tx.clone()),
+        metrics.clone(),
+    );
+    let scheduler = Scheduler {
+        store: store.clone(),
+        index,
+        calendars,
+        address: config.hook.public_url.to_string(),
+        ttl: config.channels.ttl,
+        renew_before: config.channels.renew_before,
+        schedule: config.channels.check_schedule.clone(),
+        rx: channel_rx,
+        tx: channel_tx.clone(),
+        stop: stop.clone(),
+        metrics: metrics.clone(),
+    };
+    tasks.spawn("channel scheduler", stop, scheduler.run());
+    (hook, channel_tx)
 }
 
 fn spawn_servers(
