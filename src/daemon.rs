@@ -73,6 +73,29 @@ pub enum Control {
     Reload,
 }
 
+/// The daemon as a task of this process: `gcal-syncd demo`, the tests and
+/// the benches start it this way.
+pub struct InProcess {
+    /// Stops it (it then drains, like on SIGTERM).
+    pub stop: CancellationToken,
+    /// What SIGHUP sends.
+    pub control: mpsc::Sender<Control>,
+    pub task: tokio::task::JoinHandle<Result<(), DaemonError>>,
+}
+
+/// Spawns [`run`] on `listeners` with logging at `log_level`.
+pub fn spawn(config: Config, listeners: Listeners, log_level: &str) -> InProcess {
+    let stop = CancellationToken::new();
+    let (control, rx) = mpsc::channel::<Control>(1);
+    let log = crate::logging::init(log_level);
+    let task = tokio::spawn(run(config, listeners, rx, stop.clone(), log));
+    InProcess {
+        stop,
+        control,
+        task,
+    }
+}
+
 /// Runs the daemon until `stop` fires, then drains and flushes the store.
 pub async fn run(
     config: Config,

@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use gcal_syncd::config::Config;
-use gcal_syncd::daemon::{self, Control, Listeners};
+use gcal_syncd::daemon::{self, Listeners};
 use gcal_syncd::demo::dates;
 use gcal_syncd::emulator::{Emulator, Options};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub async fn emulator() -> Emulator {
@@ -91,15 +90,11 @@ pub async fn daemon(dir: &std::path::Path, emu: &Emulator, debounce: &str) -> In
     );
     let path = write_config(dir, emu, &h, &a, debounce);
     let cfg = Config::load(&path).expect("config");
-    let stop = CancellationToken::new();
-    let (tx, rx) = mpsc::channel::<Control>(1);
-    let log = gcal_syncd::logging::init("error");
-    let s = stop.clone();
+    let running = daemon::spawn(cfg, Listeners { hook, api }, "error");
+    let stop = running.stop;
     let task = tokio::spawn(async move {
-        let _keep = tx;
-        daemon::run(cfg, Listeners { hook, api }, rx, s, log)
-            .await
-            .expect("daemon");
+        let _keep = running.control;
+        running.task.await.expect("daemon task").expect("daemon");
     });
     InProcess {
         api: a,

@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::daemon::{self, Control, Listeners};
+use crate::daemon::{self, Listeners};
 use crate::emulator::{Edit, Emulator, Options, SERVICE_ACCOUNT};
 use crate::private_dir::{write_file, ScratchDir};
 use check::{check, check_final, complete, line, Expect};
@@ -141,14 +140,14 @@ impl Demo {
         );
         println!("-- config.toml (what a user would write; copy it):\n{text}--");
         let cfg = Config::load(&path).map_err(|e| e.to_string())?;
-        let stop = CancellationToken::new();
-        let (control_tx, control_rx) = mpsc::channel::<Control>(1);
-        let log = crate::logging::init("error");
-        let s = stop.clone();
+        let running = daemon::spawn(cfg, Listeners { hook, api }, "error");
+        let stop = running.stop.clone();
         let daemon = tokio::spawn(async move {
-            let _keep = control_tx;
-            if let Err(e) = daemon::run(cfg, Listeners { hook, api }, control_rx, s, log).await {
-                eprintln!("demo: the daemon failed: {e}");
+            let _keep = running.control;
+            match running.task.await {
+                Ok(Err(e)) => eprintln!("demo: the daemon failed: {e}"),
+                Err(e) => eprintln!("demo: the daemon task failed: {e}"),
+                Ok(Ok(())) => {}
             }
         });
         let http = reqwest::Client::builder()

@@ -132,18 +132,14 @@ impl Harness {
             .await
             .expect("bind api");
         self.api = api.local_addr().expect("addr").to_string();
-        let listeners = Listeners { hook, api };
-        let stop = CancellationToken::new();
-        let (tx, rx) = mpsc::channel::<Control>(1);
-        self.control = Some(tx);
-        let log = gcal_syncd::logging::init("warn");
-        let s = stop.clone();
+        let running = daemon::spawn(cfg, Listeners { hook, api }, "warn");
+        self.control = Some(running.control);
         let task = tokio::spawn(async move {
-            if let Err(e) = daemon::run(cfg, listeners, rx, s, log).await {
+            if let Err(e) = running.task.await.expect("daemon task") {
                 panic!("daemon failed: {e}");
             }
         });
-        self.daemon = Some((stop, task));
+        self.daemon = Some((running.stop, task));
         self.wait_healthy().await;
     }
 
