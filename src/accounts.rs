@@ -22,7 +22,6 @@ use crate::sync::{Engine, StatusBoard, SyncSettings, Trigger};
 #[derive(Default)]
 struct Inner {
     triggers: BTreeMap<CalendarKey, Trigger>,
-    /// Cancels one engine (a child of the daemon's stop token).
     /// Cancels one engine (a child of the daemon's stop token) and waits
     /// for it to end.
     stops: BTreeMap<CalendarKey, (CancellationToken, tokio::task::JoinHandle<()>)>,
@@ -31,20 +30,52 @@ struct Inner {
     followers: std::collections::BTreeSet<String>,
 }
 
-/// The calendar id under which an account's calendarList channel is kept
-/// (no real calendar id starts with `#`).
-pub const CALENDAR_LIST: &str = "#calendarList";
+/// What a watch channel watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watched {
+    /// One calendar's events (`events.watch`).
+    Events(CalendarKey),
+    /// An account's calendar list (`calendarList.watch`), for
+    /// `calendars = "all"`.
+    CalendarList { account: String },
+}
+
+/// The calendar id under which a calendar list's channel is stored (no
+/// real calendar id starts with `#`). Only [`Watched`] reads or writes it.
+const CALENDAR_LIST: &str = "#calendarList";
+
+impl Watched {
+    /// How channel records (and status) name it.
+    pub fn key(&self) -> CalendarKey {
+        match self {
+            Watched::Events(key) => key.clone(),
+            Watched::CalendarList { account } => CalendarKey::new(account, CALENDAR_LIST),
+        }
+    }
+
+    /// What a stored channel record's key watches.
+    pub fn of(key: &CalendarKey) -> Watched {
+        if key.calendar_id == CALENDAR_LIST {
+            Watched::CalendarList {
+                account: key.account.clone(),
+            }
+        } else {
+            Watched::Events(key.clone())
+        }
+    }
+}
 
 /// The running calendars. Cheap to clone; reads never wait on Google.
 #[derive(Clone, Default)]
 pub struct Calendars(Arc<RwLock<Inner>>, Trigger);
 
 impl Calendars {
-    pub fn trigger(&self, key: &CalendarKey) -> Option<Trigger> {
-        if key.calendar_id == CALENDAR_LIST {
-            return self.follows(&key.account).then(|| self.1.clone());
+    /// What to poke when `watched` changed, while it is still followed.
+    pub fn trigger(&self, watched: &Watched) -> Option<Trigger> {
+        match watched {
+            Watched::CalendarList { account } => self.follows(account).then(|| self.1.clone()),
+            Watched::Events(key) => self.0.read().ok()?.triggers.get(key).cloned(),
         }
-        self.0.read().ok()?.triggers.get(key).cloned()
     }
 
     /// Poked when a followed calendar list changes (its channel pinged).
@@ -58,7 +89,7 @@ impl Calendars {
 
     /// Everything that should have a channel: the calendars, and the
     /// calendar lists of the accounts that follow theirs.
-    pub fn watched(&self) -> Vec<CalendarKey> {
+    pub fn watched(&self) -> Vec<Watched> {
         let Ok(inner) = self.0.read() else {
             return Vec::new();
         };
@@ -66,11 +97,12 @@ impl Calendars {
             .triggers
             .keys()
             .cloned()
+            .map(Watched::Events)
             .chain(
                 inner
                     .followers
                     .iter()
-                    .map(|a| CalendarKey::new(a, CALENDAR_LIST)),
+                    .map(|a| Watched::CalendarList { account: a.clone() }),
             )
             .collect()
     }
@@ -82,11 +114,12 @@ impl Calendars {
             .unwrap_or_default()
     }
 
-    pub fn contains(&self, key: &CalendarKey) -> bool {
-        if key.calendar_id == CALENDAR_LIST {
-            return self.follows(&key.account);
+    /// Whether `watched` is still followed.
+    pub fn contains(&self, watched: &Watched) -> bool {
+        match watched {
+            Watched::CalendarList { account } => self.follows(account),
+            Watched::Events(key) => self.0.read().is_ok_and(|i| i.triggers.contains_key(key)),
         }
-        self.0.read().is_ok_and(|i| i.triggers.contains_key(key))
     }
 
     pub fn client(&self, account: &str) -> Option<Arc<GoogleClient>> {
@@ -221,7 +254,7 @@ impl Starter {
             }
         }
         for (key, client) in wanted {
-            if self.calendars.contains(&key) {
+            if self.calendars.contains(&Watched::Events(key.clone())) {
                 continue;
             }
             let trigger = Trigger::default();

@@ -12,7 +12,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
 use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
-use crate::accounts::{Calendars, CALENDAR_LIST};
+use crate::accounts::{Calendars, Watched};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
 use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
@@ -127,7 +127,7 @@ impl Scheduler {
         for ch in self.store.channels()? {
             let dead = ch.state == ChannelState::Pending
                 || ch.expiration_ms.is_some_and(|e| e <= now)
-                || !self.calendars.contains(&ch.calendar);
+                || !self.calendars.contains(&Watched::of(&ch.calendar));
             if dead && ch.state != ChannelState::Stopping {
                 self.store.remove_channel(&ch.id)?;
                 continue;
@@ -146,7 +146,7 @@ impl Scheduler {
 
     async fn reconcile_all(&mut self) {
         self.stop_unconfigured().await;
-        let keys: Vec<CalendarKey> = self.calendars.watched();
+        let keys: Vec<CalendarKey> = self.calendars.watched().iter().map(Watched::key).collect();
         for key in keys {
             if self.stop.is_cancelled() {
                 return;
@@ -183,7 +183,7 @@ impl Scheduler {
             }
             if self.create(key).await? {
                 // Pings were missed while no channel was live.
-                if let Some(t) = self.calendars.trigger(key) {
+                if let Some(t) = self.calendars.trigger(&Watched::of(key)) {
                     t.poke();
                 }
             }
@@ -233,20 +233,23 @@ impl Scheduler {
                 resource_id: None,
             },
         );
-        let watched = if key.calendar_id == CALENDAR_LIST {
-            client
-                .calendar_list_watch(&rec.id, rec.token.expose(), &self.address, self.ttl)
-                .await
-        } else {
-            client
-                .events_watch(
-                    &key.calendar_id,
-                    &rec.id,
-                    rec.token.expose(),
-                    &self.address,
-                    self.ttl,
-                )
-                .await
+        let watched = match Watched::of(key) {
+            Watched::CalendarList { .. } => {
+                client
+                    .calendar_list_watch(&rec.id, rec.token.expose(), &self.address, self.ttl)
+                    .await
+            }
+            Watched::Events(_) => {
+                client
+                    .events_watch(
+                        &key.calendar_id,
+                        &rec.id,
+                        rec.token.expose(),
+                        &self.address,
+                        self.ttl,
+                    )
+                    .await
+            }
         };
         match watched {
             Ok(resp) => {
@@ -315,7 +318,7 @@ impl Scheduler {
         let orphaned: Vec<ChannelRecord> = match self.store.channels() {
             Ok(all) => all
                 .into_iter()
-                .filter(|c| !self.calendars.contains(&c.calendar))
+                .filter(|c| !self.calendars.contains(&Watched::of(&c.calendar)))
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read channels from the store");
