@@ -17,6 +17,7 @@ use crate::feed::Feed;
 use crate::http::{self, Response};
 use crate::metrics::{CalendarLabels, Metrics};
 use crate::secret::Secret;
+use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus};
 use crate::store::{CalendarKey, Store};
 use crate::sync::StatusBoard;
 
@@ -126,14 +127,14 @@ impl Api {
     }
 
     /// The store's condition, for `/v1/calendars` (and so `status`).
-    fn store_summary(&self) -> Value {
-        json!({
-            "path": self.store.path().display().to_string(),
-            "id": self.store.id(),
-            "feed_head": self.feed.head(),
-            "error": self.feed.failure(),
-            "recovered_from": self.store.recovered_from().map(|p| p.display().to_string()),
-        })
+    fn store_status(&self) -> StoreStatus {
+        StoreStatus {
+            path: self.store.path().display().to_string(),
+            id: self.store.id().to_string(),
+            feed_head: self.feed.head(),
+            error: self.feed.failure(),
+            recovered_from: self.store.recovered_from().map(|p| p.display().to_string()),
+        }
     }
 
     async fn changes(&self, q: ChangesQuery) -> Response {
@@ -262,32 +263,36 @@ impl Api {
             note(e);
             Vec::new()
         });
-        let mut out = Vec::new();
+        let mut calendars = Vec::new();
         for key in keys {
             let state = self.store.calendar(&key).unwrap_or_else(|e| {
                 note(e);
                 Default::default()
             });
             let live = self.board.get(&key).unwrap_or_default();
-            out.push(json!({
-                "account": key.account,
-                "calendar_id": key.calendar_id,
-                "state": live.state,
-                "last_sync_at": state.last_sync_at,
-                "has_sync_token": state.sync_token.is_some(),
-                "events": state.events,
-                "channel": channel_of(&channels, &key),
-                "poll_only": self.store.poll_only(&key).unwrap_or(false),
-                "progress": live.progress,
-                "passes": live.passes,
-                "last_error": live.last_error.or(state.last_error),
-            }));
+            calendars.push(CalendarStatus {
+                channel: channel_of(&channels, &key),
+                poll_only: self.store.poll_only(&key).unwrap_or(false),
+                account: key.account,
+                calendar_id: key.calendar_id,
+                state: live.state,
+                last_sync_at: state.last_sync_at,
+                has_sync_token: state.sync_token.is_some(),
+                events: state.events,
+                progress: live.progress,
+                passes: live.passes,
+                last_error: live.last_error.or(state.last_error),
+            });
         }
-        let mut store = self.store_summary();
-        if let (true, Some(e)) = (store["error"].is_null(), unreadable) {
-            store["error"] = json!(e);
+        let mut store = self.store_status();
+        if store.error.is_none() {
+            store.error = unreadable;
         }
-        http::json(StatusCode::OK, &json!({ "calendars": out, "store": store }))
+        let answer = CalendarsAnswer { calendars, store };
+        http::json(
+            StatusCode::OK,
+            &serde_json::to_value(answer).unwrap_or_default(),
+        )
     }
 }
 
@@ -301,18 +306,22 @@ fn retry_after(status: StatusCode, message: &str, seconds: &'static str) -> Resp
     resp
 }
 
-/// The calendar's newest active channel: `{id, expires_at, confirmed}`.
-fn channel_of(channels: &[crate::store::ChannelRecord], key: &CalendarKey) -> Value {
+/// The calendar's newest active channel.
+fn channel_of(
+    channels: &[crate::store::ChannelRecord],
+    key: &CalendarKey,
+) -> Option<ChannelStatus> {
     channels
         .iter()
         .filter(|c| &c.calendar == key && c.state == crate::store::ChannelState::Active)
         .max_by_key(|c| c.expiration_ms)
-        .map_or(Value::Null, |c| {
-            let expires = c
+        .map(|c| ChannelStatus {
+            id: c.id.clone(),
+            expires_at: c
                 .expiration_ms
                 .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.to_rfc3339());
-            json!({ "id": c.id, "expires_at": expires, "confirmed": c.confirmed })
+                .map(|t| t.to_rfc3339()),
+            confirmed: c.confirmed,
         })
 }
 
@@ -376,7 +385,7 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
 pub async fn fetch_calendars(
     addr: std::net::SocketAddr,
     token: Option<&Secret>,
-) -> Result<Value, String> {
+) -> Result<CalendarsAnswer, String> {
     crate::tls::ensure_provider();
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -402,5 +411,5 @@ pub async fn fetch_calendars(
             body["error"].as_str().unwrap_or("")
         ));
     }
-    Ok(body)
+    serde_json::from_value(body).map_err(|e| format!("unexpected answer from {addr}: {e}"))
 }

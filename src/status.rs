@@ -1,10 +1,72 @@
-//! The table `gcal-syncd status` prints from `/v1/calendars`.
+//! `/v1/calendars`: the answer's types, which the API serialises and
+//! `gcal-syncd status` deserialises (one type, both sides), and the table
+//! `status` prints from it.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-/// One line per calendar, aligned, with a header.
-pub fn table(body: &Value, now: DateTime<Utc>) -> String {
+use crate::sync::{EngineState, Progress};
+
+/// The whole answer of `/v1/calendars`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CalendarsAnswer {
+    pub calendars: Vec<CalendarStatus>,
+    pub store: StoreStatus,
+}
+
+/// One running calendar.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CalendarStatus {
+    pub account: String,
+    pub calendar_id: String,
+    pub state: EngineState,
+    /// RFC 3339.
+    pub last_sync_at: Option<String>,
+    pub has_sync_token: bool,
+    pub events: u64,
+    /// Its newest active channel.
+    pub channel: Option<ChannelStatus>,
+    pub poll_only: bool,
+    /// Of a full sync that is running.
+    pub progress: Option<Progress>,
+    /// Passes completed since start.
+    pub passes: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelStatus {
+    pub id: String,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    pub confirmed: bool,
+}
+
+/// The store's condition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreStatus {
+    pub path: String,
+    pub id: String,
+    pub feed_head: u64,
+    /// Why writes (or reads) fail, while they do.
+    pub error: Option<String>,
+    /// Where a damaged store was moved at start.
+    pub recovered_from: Option<String>,
+}
+
+fn parse(t: &Option<String>) -> Option<DateTime<Utc>> {
+    t.as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// One line per calendar, aligned, with a header; then the store's
+/// trouble, if any.
+pub fn table(answer: &CalendarsAnswer, now: DateTime<Utc>) -> String {
     let header = [
         "ACCOUNT",
         "CALENDAR",
@@ -15,38 +77,33 @@ pub fn table(body: &Value, now: DateTime<Utc>) -> String {
         "LAST ERROR",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for c in body["calendars"].as_array().into_iter().flatten() {
-        let text = |k: &str| c[k].as_str().unwrap_or("").to_string();
-        let mut state = text("state");
-        if c["poll_only"] == Value::Bool(true) {
+    for c in &answer.calendars {
+        let mut state = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        if c.poll_only {
             state.push_str(" (poll-only)");
         }
-        if let Some(p) = c["progress"].as_object() {
-            state.push_str(&format!(
-                " {} events",
-                p.get("events").and_then(Value::as_u64).unwrap_or(0)
-            ));
+        if let Some(p) = &c.progress {
+            state.push_str(&format!(" {} events", p.events));
         }
-        let expires = c["channel"]["expires_at"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or_else(|| "-".to_string(), |t| ago(t.with_timezone(&Utc) - now));
-        let last_sync = c["last_sync_at"]
-            .as_str()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or_else(
-                || "never".to_string(),
-                |t| format!("{} ago", ago(now - t.with_timezone(&Utc))),
-            );
+        let expires = c
+            .channel
+            .as_ref()
+            .and_then(|ch| parse(&ch.expires_at))
+            .map_or_else(|| "-".to_string(), |t| ago(t - now));
+        let last_sync = parse(&c.last_sync_at)
+            .map_or_else(|| "never".to_string(), |t| format!("{} ago", ago(now - t)));
         rows.push(vec![
-            text("account"),
-            text("calendar_id"),
+            c.account.clone(),
+            c.calendar_id.clone(),
             state,
             last_sync,
-            c["events"].as_u64().unwrap_or(0).to_string(),
+            c.events.to_string(),
             expires,
-            c["last_error"]
-                .as_str()
+            c.last_error
+                .as_deref()
                 .unwrap_or("-")
                 .chars()
                 .take(60)
@@ -66,14 +123,14 @@ pub fn table(body: &Value, now: DateTime<Utc>) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    let store = &body["store"];
-    if let Some(e) = store["error"].as_str() {
+    let store = &answer.store;
+    if let Some(e) = &store.error {
         out.push_str(&format!(
             "\nSTORE FAILING (the feed is paused at seq {}): {e}\n",
-            store["feed_head"].as_u64().unwrap_or(0)
+            store.feed_head
         ));
     }
-    if let Some(aside) = store["recovered_from"].as_str() {
+    if let Some(aside) = &store.recovered_from {
         out.push_str(&format!(
             "\nstore recovered: the damaged store was moved to {aside}\n"
         ));
@@ -108,7 +165,7 @@ mod tests {
             {"account": "clinic", "calendar_id": "holidays", "state": "backoff", "last_sync_at": null,
              "events": 0, "channel": null, "last_error": "rate limited", "poll_only": true}
         ]});
-        let t = table(&body, now);
+        let t = table(&serde_json::from_value(body).expect("answer"), now);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("ACCOUNT  CALENDAR"));
         assert!(
@@ -129,7 +186,7 @@ mod tests {
     fn a_failing_or_recovered_store_is_said_below_the_table() {
         let body = json!({"calendars": [], "store": {"feed_head": 540,
             "error": "store backend error: No space left on device", "recovered_from": "/var/lib/s.corrupt-x"}});
-        let t = table(&body, Utc::now());
+        let t = table(&serde_json::from_value(body).expect("answer"), Utc::now());
         assert!(t.contains("STORE FAILING (the feed is paused at seq 540): store backend error: No space left on device"), "{t}");
         assert!(t.contains("moved to /var/lib/s.corrupt-x"), "{t}");
     }

@@ -273,9 +273,7 @@ impl Scheduler {
                 tracing::info!(account = %key.account, calendar = %key.calendar_id, channel = %rec.id, expires = ?expires, "channel created");
                 Ok(true)
             }
-            Err(GoogleError::Rejected { reason, .. })
-                if reason == "pushNotSupportedForRequestedResource" =>
-            {
+            Err(GoogleError::PushNotSupported(_)) => {
                 self.forget(&rec.id)?;
                 self.store.set_poll_only(key, true)?;
                 tracing::info!(account = %key.account, calendar = %key.calendar_id, "Google does not push for this calendar; polling it every sync.poll_interval");

@@ -287,6 +287,7 @@ async fn classify(resp: reqwest::Response) -> Result<reqwest::Response, GoogleEr
             }
         }
         (404, _) => GoogleError::NotFound(message),
+        (400, "pushNotSupportedForRequestedResource") => GoogleError::PushNotSupported(message),
         (s, _) if s >= 500 => GoogleError::Transient(format!("{status} {reason} {message}").into()),
         (s, _) => GoogleError::Rejected {
             status: s,

@@ -55,6 +55,10 @@ pub enum GoogleError {
     /// The token endpoint refused the credentials.
     #[error("cannot get an access token: {0}")]
     Auth(String),
+    /// A watch request Google refuses for this resource
+    /// (`pushNotSupportedForRequestedResource`): poll it instead.
+    #[error("push notifications are not supported for this resource: {0}")]
+    PushNotSupported(String),
 }
 
 impl GoogleError {
@@ -76,6 +80,7 @@ impl GoogleError {
             GoogleError::NotFound(_) => "notFound",
             GoogleError::Rejected { reason, .. } => reason,
             GoogleError::Auth(_) => "tokenRefused",
+            GoogleError::PushNotSupported(_) => "pushNotSupportedForRequestedResource",
         }
     }
 }
