@@ -93,6 +93,24 @@ impl Feed {
             .map_err(|_| StoreError::Backend("the feed writer has stopped".into()))?
     }
 
+    /// Replaces a calendar's state (no records): the feed writer is the
+    /// one writer of calendar states, so a page in flight is never
+    /// overwritten by an older copy.
+    pub async fn put_state(
+        &self,
+        calendar: &crate::store::CalendarKey,
+        state: crate::store::CalendarState,
+    ) -> Result<(), StoreError> {
+        self.apply(PageWrite {
+            calendar: calendar.clone(),
+            upserts: vec![],
+            deletes: vec![],
+            changes: vec![],
+            state,
+        })
+        .await
+    }
+
     /// The highest durable seq.
     pub fn head(&self) -> u64 {
         *self.head.borrow()

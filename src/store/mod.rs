@@ -408,12 +408,6 @@ impl Store {
             .unwrap_or_default())
     }
 
-    pub fn put_calendar(&self, key: &CalendarKey, state: &CalendarState) -> Result<(), StoreError> {
-        let t = self.t()?;
-        t.calendars.insert(keys::calendar(key), encode(state))?;
-        Ok(())
-    }
-
     /// Every calendar with stored state, in key order.
     pub fn calendars(&self) -> Result<Vec<(CalendarKey, CalendarState)>, StoreError> {
         let t = self.t()?;

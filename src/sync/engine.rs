@@ -166,7 +166,7 @@ impl Engine {
                         next_poll = Instant::now();
                         continue;
                     }
-                    self.record_error(&message);
+                    self.record_error(&message).await;
                     tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
                 }
             }
@@ -190,7 +190,7 @@ impl Engine {
         self.metrics.sync_passes.get_or_create(&labels).inc();
     }
 
-    fn record_error(&self, message: &str) {
+    async fn record_error(&self, message: &str) {
         self.board.update(&self.key, |s| {
             s.state = EngineState::Backoff;
             s.progress = None;
@@ -198,7 +198,7 @@ impl Engine {
         });
         if let Ok(mut state) = self.store.calendar(&self.key) {
             state.last_error = Some(message.to_string());
-            if let Err(e) = self.store.put_calendar(&self.key, &state) {
+            if let Err(e) = self.feed.put_state(&self.key, state).await {
                 tracing::warn!(error = %e, "cannot record the sync error in the store");
             }
         }

@@ -75,7 +75,7 @@ impl Engine {
             Err(PassError::Google(GoogleError::SyncTokenGone { status, reason })) => {
                 tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, status, reason, "sync token no longer valid; full resync");
                 state.sync_token = None;
-                self.store.put_calendar(&self.key, &state)?;
+                self.feed.put_state(&self.key, state.clone()).await?;
                 self.full(state, PassKind::Resync).await
             }
             other => other,
