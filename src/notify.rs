@@ -32,11 +32,6 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// A one-line summary shown by `systemctl status`.
-pub fn status(line: &str) {
-    send(&[NotifyState::Status(line)]);
-}
-
 /// Pets the watchdog at half of `WATCHDOG_USEC` until `stop` fires. Returns
 /// at once when systemd set no watchdog.
 pub async fn watchdog(stop: CancellationToken) {

@@ -71,14 +71,6 @@ impl ChannelIndex {
             m.remove(id);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.0.read().map_or(0, |m| m.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Messages to the scheduler task.

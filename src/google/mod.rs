@@ -10,7 +10,7 @@ mod event;
 mod limiter;
 
 pub use auth::Authenticator;
-pub use client::{EventsPage, GoogleClient, ListParams, WatchResponse};
+pub use client::{EventsPage, GoogleClient, ListParams};
 pub use event::EventHead;
 
 use std::time::Duration;
