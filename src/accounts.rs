@@ -136,7 +136,7 @@ impl Calendars {
 }
 
 /// Everything needed to start an engine.
-pub struct Starter {
+pub(crate) struct Starter {
     engines: EngineDeps,
     tasks: Tasks,
     stop: CancellationToken,
@@ -145,7 +145,7 @@ pub struct Starter {
 }
 
 /// What [`Starter::new`] needs from the daemon.
-pub struct StarterDeps {
+pub(crate) struct StarterDeps {
     pub store: Store,
     pub feed: Feed,
     pub board: StatusBoard,
@@ -156,14 +156,14 @@ pub struct StarterDeps {
 
 /// What [`Starter::apply`] changed.
 #[derive(Debug, Default)]
-pub struct Applied {
+pub(crate) struct Applied {
     pub added: Vec<CalendarKey>,
     /// Removed calendars, with what the config said to do with their events.
     pub removed: Vec<(CalendarKey, OnCalendarRemoved)>,
 }
 
 impl Starter {
-    pub fn new(cfg: &Config, deps: StarterDeps) -> Self {
+    pub(crate) fn new(cfg: &Config, deps: StarterDeps) -> Self {
         let StarterDeps {
             store,
             feed,
@@ -188,14 +188,14 @@ impl Starter {
     }
 
     /// The store and feed the engines write to.
-    pub fn store_and_feed(&self) -> (&Store, &Feed) {
+    pub(crate) fn store_and_feed(&self) -> (&Store, &Feed) {
         (&self.engines.store, &self.engines.feed)
     }
 
     /// Makes the running calendars those of `cfg`: starts engines for new
     /// ones, stops the engines of removed ones. `old` is the configuration
     /// being replaced (None at start), for `on_calendar_removed`.
-    pub async fn apply(&self, cfg: &Config, old: Option<&Config>) -> Applied {
+    pub(crate) async fn apply(&self, cfg: &Config, old: Option<&Config>) -> Applied {
         let settings = SyncSettings {
             page_size: cfg.sync.page_size,
             single_events: cfg.sync.single_events,

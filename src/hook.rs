@@ -26,7 +26,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The hook's routes and what they check against.
 #[derive(Clone)]
-pub struct Hook {
+pub(crate) struct Hook {
     /// The path of `hook.public_url`, the only one pings are taken on.
     path: String,
     max_body: usize,
@@ -38,7 +38,7 @@ pub struct Hook {
 }
 
 impl Hook {
-    pub fn new(
+    pub(crate) fn new(
         path: &str,
         max_body: usize,
         index: ChannelIndex,
@@ -57,7 +57,7 @@ impl Hook {
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response {
+    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response {
         let path = req.uri().path();
         match *req.method() {
             Method::GET if path == "/healthz" => http::empty(StatusCode::OK),

@@ -26,6 +26,10 @@
 //! serves them. `supervisor` applies reloads and follows calendar lists
 //! (`accounts` keeps the running calendars), `metrics` is Prometheus,
 //! `notify` talks to systemd, `tasks` makes a dead task stop the daemon.
+//! Items nothing outside the crate can reach are `pub(crate)`; the
+//! `unreachable_pub` lint (an error under CI's `-D warnings`) keeps it so.
+
+#![warn(unreachable_pub)]
 
 pub(crate) mod accounts;
 pub mod api;

@@ -15,12 +15,12 @@ fn send(states: &[NotifyState<'_>]) {
 }
 
 /// Listeners are bound and the store is open.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A configuration reload starts (systemd 253+ needs the monotonic time).
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -28,13 +28,13 @@ pub fn reloading() {
 }
 
 /// Graceful stop has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
 /// Pets the watchdog at half of `WATCHDOG_USEC` until `stop` fires. Returns
 /// at once when systemd set no watchdog.
-pub async fn watchdog(stop: CancellationToken) {
+pub(crate) async fn watchdog(stop: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         // Nothing to do, but a watched task ends only at stop.
         return stop.cancelled().await;

@@ -15,9 +15,9 @@ use crate::channels::ChannelMsg;
 use crate::config::{CalendarSelection, Config, OnCalendarRemoved};
 
 /// A configuration to apply, and where to say it has been.
-pub type Reload = (Arc<Config>, oneshot::Sender<()>);
+pub(crate) type Reload = (Arc<Config>, oneshot::Sender<()>);
 
-pub struct Supervisor {
+pub(crate) struct Supervisor {
     pub starter: Starter,
     /// The channel scheduler's inbox.
     pub channels: mpsc::Sender<ChannelMsg>,
@@ -27,7 +27,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Runs until `stop` or until the daemon drops its end of `reloads`.
-    pub async fn run(mut self, mut reloads: mpsc::Receiver<Reload>, stop: CancellationToken) {
+    pub(crate) async fn run(
+        mut self,
+        mut reloads: mpsc::Receiver<Reload>,
+        stop: CancellationToken,
+    ) {
         let list_trigger = self.starter.calendars.list_trigger();
         loop {
             let next_refresh = list_refresh(&self.config).map(|d| tokio::time::Instant::now() + d);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::sync::mpsc;
 
-pub use scheduler::Scheduler;
+pub(crate) use scheduler::Scheduler;
 
 use crate::secret::Secret;
 use crate::store::CalendarKey;
@@ -28,7 +28,7 @@ pub(crate) fn new_channel_id() -> String {
 /// Whether `id` has the shape of the ids `new_channel_id` makes. An
 /// unknown channel of another shape was never ours, so it is not worth a
 /// channels.stop call (forged pings must not spend the account's quota).
-pub fn plausibly_ours(id: &str) -> bool {
+pub(crate) fn plausibly_ours(id: &str) -> bool {
     uuid::Uuid::try_parse(id).is_ok_and(|u| {
         u.get_version() == Some(uuid::Version::Random) && u.hyphenated().to_string() == id
     })
@@ -36,7 +36,7 @@ pub fn plausibly_ours(id: &str) -> bool {
 
 /// What the hook needs to know about one of our channels.
 #[derive(Debug, Clone)]
-pub struct IndexEntry {
+pub(crate) struct IndexEntry {
     pub calendar: CalendarKey,
     pub token: Secret,
     pub resource_id: Option<String>,
@@ -45,15 +45,15 @@ pub struct IndexEntry {
 /// Our live channels by id. Written only by the scheduler task; read by the
 /// hook on every ping (hence a read-mostly lock, never held across await).
 #[derive(Clone, Default)]
-pub struct ChannelIndex(Arc<RwLock<HashMap<String, IndexEntry>>>);
+pub(crate) struct ChannelIndex(Arc<RwLock<HashMap<String, IndexEntry>>>);
 
 impl ChannelIndex {
-    pub fn get(&self, id: &str) -> Option<IndexEntry> {
+    pub(crate) fn get(&self, id: &str) -> Option<IndexEntry> {
         self.0.read().ok()?.get(id).cloned()
     }
 
     /// Whether any channel of ours watches the collection `resource_id`.
-    pub fn knows_resource(&self, resource_id: &str) -> bool {
+    pub(crate) fn knows_resource(&self, resource_id: &str) -> bool {
         self.0.read().is_ok_and(|m| {
             m.values()
                 .any(|e| e.resource_id.as_deref() == Some(resource_id))
@@ -75,7 +75,7 @@ impl ChannelIndex {
 
 /// Messages to the scheduler task.
 #[derive(Debug)]
-pub enum ChannelMsg {
+pub(crate) enum ChannelMsg {
     /// Reconcile every calendar now (cron tick).
     Check,
     /// The `sync` message of a channel arrived.
@@ -88,15 +88,15 @@ pub enum ChannelMsg {
 
 /// Sends to the scheduler without ever blocking the caller (the hook).
 #[derive(Clone)]
-pub struct ChannelsHandle(mpsc::Sender<ChannelMsg>);
+pub(crate) struct ChannelsHandle(mpsc::Sender<ChannelMsg>);
 
 impl ChannelsHandle {
-    pub fn new(tx: mpsc::Sender<ChannelMsg>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<ChannelMsg>) -> Self {
         ChannelsHandle(tx)
     }
 
     /// Best effort: a full queue drops the message (a later check covers it).
-    pub fn send(&self, msg: ChannelMsg) {
+    pub(crate) fn send(&self, msg: ChannelMsg) {
         if let Err(e) = self.0.try_send(msg) {
             tracing::debug!(error = %e, "channel scheduler queue full; message dropped");
         }
@@ -104,12 +104,12 @@ impl ChannelsHandle {
 }
 
 /// A channel is due for replacement once `now >= expiration - renew_before`.
-pub fn is_due(now_ms: i64, expiration_ms: i64, renew_before: Duration) -> bool {
+pub(crate) fn is_due(now_ms: i64, expiration_ms: i64, renew_before: Duration) -> bool {
     now_ms >= expiration_ms.saturating_sub(renew_before.as_millis() as i64)
 }
 
 /// 32 random bytes, base64url: the secret Google echoes in every ping.
-pub fn new_token() -> Secret {
+pub(crate) fn new_token() -> Secret {
     let mut bytes = [0u8; 32];
     // SystemRandom only fails when the OS has no randomness at all.
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)

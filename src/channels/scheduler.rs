@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
 
 /// Owns the channels of every configured calendar.
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     pub store: Store,
     pub index: ChannelIndex,
     /// The running calendars (and their Google clients).
@@ -44,7 +44,7 @@ enum ChannelError {
 }
 
 impl Scheduler {
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         if let Err(e) = self.load() {
             tracing::error!(error = %e, "cannot read channels from the store");
         }

@@ -65,7 +65,7 @@ pub(super) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    pub fn new(file: &'a Path, text: &'a str) -> Self {
+    pub(super) fn new(file: &'a Path, text: &'a str) -> Self {
         Source {
             file,
             text,
@@ -73,12 +73,12 @@ impl<'a> Source<'a> {
         }
     }
 
-    pub fn file(&self) -> &Path {
+    pub(super) fn file(&self) -> &Path {
         self.file
     }
 
     /// Records an error at `span` (a byte range of the file).
-    pub fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
         let position = Some(line_col(self.text, span.start));
         self.errors.push(ConfigError {
             file: self.file.to_path_buf(),
@@ -89,12 +89,12 @@ impl<'a> Source<'a> {
     }
 
     /// Records an error at a spanned value.
-    pub fn error_at<T>(&mut self, at: &Spanned<T>, key: &str, message: impl Into<String>) {
+    pub(super) fn error_at<T>(&mut self, at: &Spanned<T>, key: &str, message: impl Into<String>) {
         self.error(at.span(), key, message)
     }
 
     /// Records an error about a key that is absent (points at its table).
-    pub fn missing(&mut self, table_span: Range<usize>, key: &str) {
+    pub(super) fn missing(&mut self, table_span: Range<usize>, key: &str) {
         self.error(table_span, key, "is required")
     }
 }

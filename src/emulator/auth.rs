@@ -25,7 +25,7 @@ const GOOGLE_AUDIENCES: &[&str] = &[
 
 /// An OAuth error answer: 400/401 `{"error","error_description"}`.
 #[derive(Debug)]
-pub struct OAuthError {
+pub(super) struct OAuthError {
     pub status: u16,
     pub error: &'static str,
     pub description: String,
@@ -39,13 +39,16 @@ impl OAuthError {
             description: description.into(),
         }
     }
-    pub fn body(&self) -> Value {
+    pub(super) fn body(&self) -> Value {
         json!({ "error": self.error, "error_description": self.description })
     }
 }
 
 /// Answers `POST /token` with form fields `form`.
-pub fn token(world: &mut World, form: &HashMap<String, String>) -> Result<Value, OAuthError> {
+pub(super) fn token(
+    world: &mut World,
+    form: &HashMap<String, String>,
+) -> Result<Value, OAuthError> {
     let (principal, client, scopes) = match form.get("grant_type").map(String::as_str) {
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
             let assertion = form
@@ -233,7 +236,7 @@ fn allowed_scopes(method: &str) -> &'static [&'static str] {
 }
 
 /// Checks the bearer token of a call to `method`: (principal, client).
-pub fn authorize(
+pub(super) fn authorize(
     world: &World,
     header: Option<&str>,
     method: &str,

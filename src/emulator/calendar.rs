@@ -15,11 +15,11 @@ use super::recur::When;
 use super::rng::{base32hex_id, stable_hash, Rng};
 
 /// Order key of an event: a seeded hash of its id, then the id.
-pub type EvKey = (u64, String);
+pub(super) type EvKey = (u64, String);
 
 /// One stored event (live, or a tombstone with status `cancelled`).
 #[derive(Debug, Clone)]
-pub struct StoredEvent {
+pub(super) struct StoredEvent {
     /// The resource exactly as `get` returns it.
     pub body: Map<String, Value>,
     /// The calendar revision of its last change.
@@ -29,25 +29,25 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    pub fn id(&self) -> &str {
+    pub(super) fn id(&self) -> &str {
         self.body.get("id").and_then(Value::as_str).unwrap_or("")
     }
-    pub fn cancelled(&self) -> bool {
+    pub(super) fn cancelled(&self) -> bool {
         self.body.get("status").and_then(Value::as_str) == Some("cancelled")
     }
-    pub fn is_master(&self) -> bool {
+    pub(super) fn is_master(&self) -> bool {
         self.body
             .get("recurrence")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty())
     }
-    pub fn recurring_event_id(&self) -> Option<&str> {
+    pub(super) fn recurring_event_id(&self) -> Option<&str> {
         self.body.get("recurringEventId").and_then(Value::as_str)
     }
 }
 
 /// What a write needs from the world: the time, fresh etags and ids.
-pub struct WriteCtx<'a> {
+pub(super) struct WriteCtx<'a> {
     pub now: DateTime<Utc>,
     pub rng: &'a mut Rng,
     pub etag_counter: &'a mut u64,
@@ -67,7 +67,7 @@ impl WriteCtx<'_> {
 
 /// A calendar and its events.
 #[derive(Debug, Clone)]
-pub struct Calendar {
+pub(super) struct Calendar {
     pub id: String,
     pub summary: String,
     pub time_zone: String,
@@ -94,7 +94,7 @@ pub struct Calendar {
 }
 
 impl Calendar {
-    pub fn new(
+    pub(super) fn new(
         id: &str,
         summary: &str,
         time_zone: &str,
@@ -121,16 +121,16 @@ impl Calendar {
         }
     }
 
-    pub fn key(&self, id: &str) -> EvKey {
+    pub(super) fn key(&self, id: &str) -> EvKey {
         (stable_hash(self.seed, id), id.to_string())
     }
 
-    pub fn get(&self, id: &str) -> Option<&StoredEvent> {
+    pub(super) fn get(&self, id: &str) -> Option<&StoredEvent> {
         self.events.get(&self.key(id))
     }
 
     /// The role of `principal` here, if it has access.
-    pub fn role(&self, principal: &str) -> Option<&str> {
+    pub(super) fn role(&self, principal: &str) -> Option<&str> {
         if principal == self.owner {
             Some("owner")
         } else {
@@ -139,7 +139,7 @@ impl Calendar {
     }
 
     /// The collection etag (changes with every stored change).
-    pub fn etag(&self) -> String {
+    pub(super) fn etag(&self) -> String {
         format!(
             "\"p{:x}{:04x}\"",
             stable_hash(self.seed, &self.id) & 0xffff_ffff,
@@ -176,7 +176,11 @@ impl Calendar {
     }
 
     /// events.insert. `raw` is the client's body.
-    pub fn insert(&mut self, raw: &Value, ctx: &mut WriteCtx<'_>) -> Result<Value, ApiError> {
+    pub(super) fn insert(
+        &mut self,
+        raw: &Value,
+        ctx: &mut WriteCtx<'_>,
+    ) -> Result<Value, ApiError> {
         let mut body = client_fields(raw)?;
         let id = match body.get("id").and_then(Value::as_str) {
             Some(id) => {
@@ -221,7 +225,7 @@ impl Calendar {
 
     /// events.get: stored events, tombstones included, and unmodified
     /// instances of a live series.
-    pub fn read(&self, id: &str, horizon: DateTime<Utc>) -> Option<Map<String, Value>> {
+    pub(super) fn read(&self, id: &str, horizon: DateTime<Utc>) -> Option<Map<String, Value>> {
         if let Some(e) = self.get(id) {
             return Some(e.body.clone());
         }
@@ -237,7 +241,7 @@ impl Calendar {
 
     /// events.update (`patch == false`: the body replaces the event) and
     /// events.patch (fields merged; arrays replaced whole).
-    pub fn write(
+    pub(super) fn write(
         &mut self,
         id: &str,
         raw: &Value,
@@ -330,7 +334,7 @@ impl Calendar {
     }
 
     /// events.delete.
-    pub fn delete(
+    pub(super) fn delete(
         &mut self,
         id: &str,
         if_match: Option<&str>,
@@ -411,7 +415,7 @@ impl Calendar {
 
     /// Removes tombstones deleted before `cutoff`; sync tokens older than
     /// what was purged then answer 410.
-    pub fn purge_tombstones(&mut self, cutoff: DateTime<Utc>) {
+    pub(super) fn purge_tombstones(&mut self, cutoff: DateTime<Utc>) {
         if self.oldest_tombstone.is_none_or(|oldest| oldest >= cutoff) {
             return; // nothing to purge: no scan
         }
@@ -428,7 +432,7 @@ impl Calendar {
     }
 
     /// The instants of a series' occurrences (for `singleEvents=true`).
-    pub fn occurrences(&self, master: &StoredEvent, horizon: DateTime<Utc>) -> Vec<When> {
+    pub(super) fn occurrences(&self, master: &StoredEvent, horizon: DateTime<Utc>) -> Vec<When> {
         check(&master.body)
             .ok()
             .flatten()

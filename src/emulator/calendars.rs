@@ -22,7 +22,7 @@ struct ListPage {
 }
 
 /// calendars.insert: `{summary, timeZone?}`.
-pub fn insert(w: &mut World, principal: &str, call: &Call) -> Result<Outcome, ApiError> {
+pub(super) fn insert(w: &mut World, principal: &str, call: &Call) -> Result<Outcome, ApiError> {
     let body = call.json()?;
     let summary = body
         .get("summary")
@@ -43,7 +43,11 @@ pub fn insert(w: &mut World, principal: &str, call: &Call) -> Result<Outcome, Ap
 }
 
 /// calendarList.list.
-pub fn calendar_list(w: &mut World, principal: &str, call: &Call) -> Result<Outcome, ApiError> {
+pub(super) fn calendar_list(
+    w: &mut World,
+    principal: &str,
+    call: &Call,
+) -> Result<Outcome, ApiError> {
     let mut max = 100usize;
     let (mut sync, mut page, mut show_deleted, mut min_role) = (None, None, false, None);
     let mut canon = Vec::new();

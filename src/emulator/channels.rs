@@ -16,7 +16,7 @@ use super::world::World;
 /// What a channel watches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
-pub enum Resource {
+pub(super) enum Resource {
     /// A calendar's events.
     Events(String),
     /// A principal's calendarList.
@@ -25,7 +25,7 @@ pub enum Resource {
 
 /// A channel as the emulator keeps it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Channel {
+pub(super) struct Channel {
     pub id: String,
     pub resource: Resource,
     pub resource_id: String,
@@ -46,14 +46,14 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+    pub(super) fn expired(&self, now: DateTime<Utc>) -> bool {
         now.timestamp_millis() >= self.expiration_ms
     }
 }
 
 /// One notification on its way.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(super) struct Delivery {
     pub channel_id: String,
     pub address: String,
     pub token: Option<String>,
@@ -69,7 +69,7 @@ pub struct Delivery {
 }
 
 /// The body of events.watch / calendarList.watch.
-pub struct WatchRequest {
+pub(super) struct WatchRequest {
     pub id: String,
     pub address: String,
     pub token: Option<String>,
@@ -78,7 +78,7 @@ pub struct WatchRequest {
 }
 
 impl WatchRequest {
-    pub fn parse(body: &Value) -> Result<WatchRequest, ApiError> {
+    pub(super) fn parse(body: &Value) -> Result<WatchRequest, ApiError> {
         let obj = body
             .as_object()
             .ok_or_else(|| ApiError::bad_request("The request body must be a JSON object."))?;
@@ -150,7 +150,7 @@ fn int64(v: &Value) -> Option<i64> {
 
 impl World {
     /// events.watch / calendarList.watch, after access was checked.
-    pub fn watch(
+    pub(super) fn watch(
         &mut self,
         req: WatchRequest,
         resource: Resource,
@@ -259,7 +259,7 @@ impl World {
     }
 
     /// channels.stop.
-    pub fn stop(&mut self, body: &Value, client: &str) -> Result<(), ApiError> {
+    pub(super) fn stop(&mut self, body: &Value, client: &str) -> Result<(), ApiError> {
         let id = body
             .get("id")
             .and_then(Value::as_str)
@@ -296,7 +296,7 @@ impl World {
     }
 
     /// Fans a change out to every live channel on `resource`.
-    pub fn notify(&mut self, resource: &Resource) {
+    pub(super) fn notify(&mut self, resource: &Resource) {
         if self.muted {
             return;
         }
@@ -361,7 +361,7 @@ impl World {
     }
 
     /// Channels for the control API.
-    pub fn channel_list(&self) -> Value {
+    pub(super) fn channel_list(&self) -> Value {
         let now = self.now();
         let list: Vec<Value> = self
             .channels
@@ -388,7 +388,7 @@ impl World {
 }
 
 /// Percent-encodes a path segment (calendar ids contain `@` and `#`).
-pub fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -378,7 +378,7 @@ impl Control {
 }
 
 /// Routes `/emulator/v1/...`.
-pub async fn handle(server: &Server, call: &Call) -> Response {
+pub(super) async fn handle(server: &Server, call: &Call) -> Response {
     let control = Control {
         world: server.world.clone(),
     };

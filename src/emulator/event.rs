@@ -70,13 +70,13 @@ const EVENT_TYPES: &[&str] = &[
 
 /// The start or end of an event.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum EventTime {
+pub(super) enum EventTime {
     Date(NaiveDate),
     At(DateTime<FixedOffset>, Option<Tz>),
 }
 
 impl EventTime {
-    pub fn when(&self) -> When {
+    pub(super) fn when(&self) -> When {
         match self {
             EventTime::Date(d) => When::Date(*d),
             EventTime::At(t, _) => When::At(t.with_timezone(&Utc)),
@@ -85,7 +85,7 @@ impl EventTime {
 }
 
 /// Parses `start`/`end` (`which` names it in errors).
-pub fn parse_time(v: Option<&Value>, which: &str) -> Result<EventTime, ApiError> {
+pub(super) fn parse_time(v: Option<&Value>, which: &str) -> Result<EventTime, ApiError> {
     let obj = v
         .and_then(Value::as_object)
         .ok_or_else(|| missing_time(which))?;
@@ -143,13 +143,13 @@ fn missing_zone(which: &str) -> ApiError {
 }
 
 /// RFC 3339 with milliseconds and `Z`, as Google writes `updated`.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
+pub(super) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Checks a full event body (insert, update, or a patch merged onto the
 /// stored event). Returns the parsed series when it recurs.
-pub fn check(body: &Map<String, Value>) -> Result<Option<Series>, ApiError> {
+pub(super) fn check(body: &Map<String, Value>) -> Result<Option<Series>, ApiError> {
     let start = parse_time(body.get("start"), "start")?;
     let end = parse_time(body.get("end"), "end")?;
     match (start, end) {
@@ -266,7 +266,7 @@ fn check_reminders(v: Option<&Value>) -> Result<(), ApiError> {
 }
 
 /// The client's body, with read-only fields dropped and unknown ones refused.
-pub fn client_fields(body: &Value) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn client_fields(body: &Value) -> Result<Map<String, Value>, ApiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::bad_request("The request body must be a JSON object."))?;
@@ -285,7 +285,7 @@ pub fn client_fields(body: &Value) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// Client-supplied ids: base32hex (`a-v`, `0-9`), 5 to 1024 characters.
-pub fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     let ok = (5..=1024).contains(&id.len())
         && id.bytes().all(|b| matches!(b, b'a'..=b'v' | b'0'..=b'9'));
     if ok {
@@ -296,7 +296,7 @@ pub fn check_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// Top-level keys whose value differs (both directions).
-pub fn changed_keys(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
+pub(super) fn changed_keys(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
     let mut keys: Vec<String> = old
         .iter()
         .filter(|(k, v)| new.get(*k) != Some(v))
@@ -309,7 +309,7 @@ pub fn changed_keys(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<S
 }
 
 /// The minimal tombstone Google lists for a deleted event.
-pub fn tombstone(body: &Map<String, Value>) -> Value {
+pub(super) fn tombstone(body: &Map<String, Value>) -> Value {
     let mut out = json!({
         "kind": "calendar#event",
         "etag": body.get("etag").cloned().unwrap_or(Value::Null),
@@ -325,7 +325,7 @@ pub fn tombstone(body: &Map<String, Value>) -> Value {
 }
 
 /// Splits an instance id `<master>_<suffix>` and parses the suffix.
-pub fn split_instance_id(id: &str) -> Option<(&str, When)> {
+pub(super) fn split_instance_id(id: &str) -> Option<(&str, When)> {
     let (master, suffix) = id.rsplit_once('_')?;
     if let Some(t) = suffix.strip_suffix('Z') {
         let naive = NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%S").ok()?;
@@ -337,7 +337,7 @@ pub fn split_instance_id(id: &str) -> Option<(&str, When)> {
 }
 
 /// The body of one instance of a series, as `singleEvents=true` lists it.
-pub fn instance_of(master: &Map<String, Value>, at: When) -> Map<String, Value> {
+pub(super) fn instance_of(master: &Map<String, Value>, at: When) -> Map<String, Value> {
     let mut inst = master.clone();
     inst.remove("recurrence");
     let master_id = master.get("id").and_then(Value::as_str).unwrap_or("");

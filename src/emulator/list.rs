@@ -38,7 +38,7 @@ const EVENT_TYPES: &[&str] = &[
 
 /// The parsed query of one events.list call.
 #[derive(Debug, Default, Clone)]
-pub struct ListQuery {
+pub(super) struct ListQuery {
     pub event_types: Vec<String>,
     pub ical_uid: Option<String>,
     pub max_attendees: Option<usize>,
@@ -61,7 +61,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Parses and checks the query string pairs.
-    pub fn parse(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
+    pub(super) fn parse(pairs: &[(String, String)]) -> Result<ListQuery, ApiError> {
         let mut q = ListQuery {
             max_results: 250,
             ..Default::default()
@@ -242,7 +242,7 @@ struct SyncToken {
 }
 
 /// What a list call needs besides the calendar and the query.
-pub struct ListEnv<'a> {
+pub(super) struct ListEnv<'a> {
     pub now: DateTime<Utc>,
     pub sealer: &'a Sealer,
     pub rng: &'a mut Rng,
@@ -265,7 +265,7 @@ struct Item<'a> {
 
 /// events.list. Returns the response body (JSON text, written straight
 /// from the stored events) and the number of items in it.
-pub fn list(
+pub(super) fn list(
     cal: &Calendar,
     q: &ListQuery,
     env: &mut ListEnv<'_>,

@@ -18,7 +18,7 @@ use super::world::World;
 /// channel go out in order (the `sync` message first), through one worker
 /// per channel; with the reorder knob each is sent on its own and may
 /// overtake the others.
-pub async fn run(
+pub(super) async fn run(
     world: Arc<Mutex<World>>,
     mut outbox: mpsc::UnboundedReceiver<Delivery>,
     client: reqwest::Client,
@@ -65,7 +65,7 @@ pub async fn run(
 }
 
 /// Sends one notification (after its delay), retrying server errors.
-pub async fn deliver(world: &Mutex<World>, client: &reqwest::Client, d: Delivery) {
+pub(super) async fn deliver(world: &Mutex<World>, client: &reqwest::Client, d: Delivery) {
     tokio::time::sleep(d.delay).await;
     let (retries, base) = match world.lock() {
         Ok(w) => (w.push.retries, Duration::from_millis(w.push.retry_base_ms)),
@@ -119,7 +119,7 @@ async fn send(client: &reqwest::Client, d: &Delivery) -> Result<u16, reqwest::Er
 /// The HTTP client of the delivery task: no proxy, bounded time, and
 /// title-case header names on the wire (`X-Goog-Channel-Id`), so that
 /// receivers that match header names case-sensitively fail in tests.
-pub fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .http1_title_case_headers()

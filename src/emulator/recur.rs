@@ -9,18 +9,18 @@ use chrono::{
 use chrono_tz::Tz;
 
 /// Instances generated for one series at most (bounds work on open series).
-pub const MAX_INSTANCES: usize = 3000;
+pub(super) const MAX_INSTANCES: usize = 3000;
 
 /// The start of an event: a whole day, or an instant with its zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum When {
+pub(super) enum When {
     Date(NaiveDate),
     At(DateTime<Utc>),
 }
 
 impl When {
     /// The instance-id suffix: `20261201T100000Z` or `20261201`.
-    pub fn id_suffix(&self) -> String {
+    pub(super) fn id_suffix(&self) -> String {
         match self {
             When::Date(d) => d.format("%Y%m%d").to_string(),
             When::At(t) => t.format("%Y%m%dT%H%M%SZ").to_string(),
@@ -28,7 +28,7 @@ impl When {
     }
 
     /// Start of the day or the instant, in UTC (for ordering and windows).
-    pub fn utc(&self) -> DateTime<Utc> {
+    pub(super) fn utc(&self) -> DateTime<Utc> {
         match self {
             When::Date(d) => Utc.from_utc_datetime(&d.and_time(NaiveTime::MIN)),
             When::At(t) => *t,
@@ -38,7 +38,7 @@ impl When {
 
 /// A series' first start: the wall-clock time it repeats at, and its zone.
 #[derive(Debug, Clone, Copy)]
-pub enum SeriesStart {
+pub(super) enum SeriesStart {
     Date(NaiveDate),
     Local(NaiveDateTime, Tz),
 }
@@ -63,7 +63,7 @@ struct Rule {
 
 /// A parsed `recurrence[]`.
 #[derive(Debug, Clone)]
-pub struct Series {
+pub(super) struct Series {
     start: SeriesStart,
     rules: Vec<Rule>,
     rdates: Vec<When>,
@@ -72,7 +72,7 @@ pub struct Series {
 
 impl Series {
     /// Parses the lines of `recurrence[]` for a series starting at `start`.
-    pub fn parse(lines: &[String], start: SeriesStart) -> Result<Series, String> {
+    pub(super) fn parse(lines: &[String], start: SeriesStart) -> Result<Series, String> {
         let mut series = Series {
             start,
             rules: Vec::new(),
@@ -110,7 +110,7 @@ impl Series {
 
     /// Occurrence starts, ascending, at most [`MAX_INSTANCES`], none after
     /// `horizon`.
-    pub fn occurrences(&self, horizon: DateTime<Utc>) -> Vec<When> {
+    pub(super) fn occurrences(&self, horizon: DateTime<Utc>) -> Vec<When> {
         let first = self.first();
         let mut out = vec![first];
         if let Some(rule) = self.rules.first() {
@@ -140,7 +140,7 @@ impl Series {
     }
 
     /// Whether `when` is an occurrence (up to `horizon`).
-    pub fn contains(&self, when: When, horizon: DateTime<Utc>) -> bool {
+    pub(super) fn contains(&self, when: When, horizon: DateTime<Utc>) -> bool {
         self.occurrences(horizon.max(when.utc())).contains(&when)
     }
 
@@ -154,7 +154,7 @@ impl Series {
 
 /// A local wall time in `tz` as UTC (a skipped hour moves forward one hour,
 /// a repeated hour takes its first occurrence).
-pub fn local_to_utc(t: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+pub(super) fn local_to_utc(t: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
     match tz.from_local_datetime(&t).earliest() {
         Some(dt) => dt.with_timezone(&Utc),
         None => tz

@@ -3,30 +3,30 @@
 
 /// splitmix64: small, fast, and good enough for fault and order decisions.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         mix(self.0)
     }
 
     /// A float in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    pub(super) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(super) fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.unit() < p
     }
 
     /// A number in `0..n` (0 when n is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
         } else {
@@ -43,7 +43,7 @@ fn mix(mut z: u64) -> u64 {
 
 /// A hash of `text` under `seed` that is stable across runs and Rust
 /// versions (FNV-1a, then mixed). Used for the shuffled-but-stable order.
-pub fn stable_hash(seed: u64, text: &str) -> u64 {
+pub(super) fn stable_hash(seed: u64, text: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for b in text.as_bytes() {
         h ^= u64::from(*b);
@@ -53,7 +53,7 @@ pub fn stable_hash(seed: u64, text: &str) -> u64 {
 }
 
 /// Lower-case base32hex (`0-9a-v`) of random bytes: Google's event id alphabet.
-pub fn base32hex_id(rng: &mut Rng, len: usize) -> String {
+pub(super) fn base32hex_id(rng: &mut Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
     (0..len)
         .map(|_| ALPHABET[rng.below(32) as usize] as char)

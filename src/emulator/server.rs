@@ -27,14 +27,14 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Shared by every connection of one emulator.
 #[derive(Clone)]
-pub struct Server {
+pub(super) struct Server {
     pub world: Arc<Mutex<World>>,
     pub push_client: reqwest::Client,
 }
 
 /// A parsed request: method, decoded path segments, query pairs, headers
 /// we need, and the body.
-pub struct Call {
+pub(super) struct Call {
     pub method: Method,
     pub segments: Vec<String>,
     pub query: Vec<(String, String)>,
@@ -44,14 +44,14 @@ pub struct Call {
 }
 
 impl Call {
-    pub fn json(&self) -> Result<Value, ApiError> {
+    pub(super) fn json(&self) -> Result<Value, ApiError> {
         if self.body.is_empty() {
             return Ok(json!({}));
         }
         serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::new(400, "global", "parseError", format!("Parse Error: {e}")))
     }
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(super) fn param(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
             .find(|(k, _)| k == name)
@@ -60,7 +60,7 @@ impl Call {
 }
 
 impl Server {
-    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response, Abort> {
+    pub(super) async fn handle(&self, req: Request<Incoming>) -> Result<Response, Abort> {
         let Some(call) = read_call(req).await else {
             return Ok(http::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -331,7 +331,7 @@ fn break_first_item_id(body: &str) -> String {
     v.to_string()
 }
 
-pub enum Outcome {
+pub(super) enum Outcome {
     Json(u16, Value),
     /// JSON already serialized (events.list writes it directly).
     Text(String),
@@ -340,7 +340,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn ok(v: Value) -> Self {
+    pub(super) fn ok(v: Value) -> Self {
         Outcome::Json(200, v)
     }
 }
@@ -365,7 +365,7 @@ fn method_name(m: &Method, rest: &[&str]) -> Option<&'static str> {
     })
 }
 
-pub fn api_error(e: &ApiError) -> Response {
+pub(super) fn api_error(e: &ApiError) -> Response {
     http::json(
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
         &e.body(),
@@ -410,7 +410,7 @@ async fn read_call(req: Request<Incoming>) -> Option<Call> {
 }
 
 /// Decodes a path segment (`+` stays `+`).
-pub fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     decode(s, false)
 }
 

@@ -10,14 +10,14 @@ use serde::Serialize;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Signs and checks tokens.
-pub struct Sealer(hmac::Key);
+pub(super) struct Sealer(hmac::Key);
 
 impl Sealer {
-    pub fn new(secret: &[u8]) -> Self {
+    pub(super) fn new(secret: &[u8]) -> Self {
         Sealer(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
 
-    pub fn seal<T: Serialize>(&self, payload: &T) -> String {
+    pub(super) fn seal<T: Serialize>(&self, payload: &T) -> String {
         let body = serde_json::to_vec(payload).unwrap_or_default();
         let tag = hmac::sign(&self.0, &body);
         let mut out = body;
@@ -26,7 +26,7 @@ impl Sealer {
     }
 
     /// The payload, or `None` for anything not sealed by this instance.
-    pub fn open<T: DeserializeOwned>(&self, token: &str) -> Option<T> {
+    pub(super) fn open<T: DeserializeOwned>(&self, token: &str) -> Option<T> {
         let raw = B64.decode(token.trim_end_matches('=')).ok()?;
         if raw.len() < 16 {
             return None;

@@ -20,7 +20,7 @@ use super::token::Sealer;
 
 /// One entry of a principal's calendarList.
 #[derive(Debug, Clone)]
-pub struct ListEntry {
+pub(super) struct ListEntry {
     pub rev: u64,
     pub deleted: bool,
     pub role: String,
@@ -29,14 +29,14 @@ pub struct ListEntry {
 
 /// A principal's calendarList, with its own revisions for sync tokens.
 #[derive(Debug, Clone, Default)]
-pub struct CalendarList {
+pub(super) struct CalendarList {
     pub rev: u64,
     pub entries: BTreeMap<String, ListEntry>,
 }
 
 /// A registered service account.
 #[derive(Debug, Clone)]
-pub struct ServiceAccount {
+pub(super) struct ServiceAccount {
     pub key_id: String,
     /// PKCS#1 RSAPublicKey, DER.
     pub public_key: Vec<u8>,
@@ -46,7 +46,7 @@ pub struct ServiceAccount {
 
 /// A registered OAuth client with refresh tokens of its users.
 #[derive(Debug, Clone)]
-pub struct RefreshClient {
+pub(super) struct RefreshClient {
     pub secret: String,
     /// refresh token -> (user, scopes granted)
     pub tokens: HashMap<String, (String, Vec<String>)>,
@@ -54,7 +54,7 @@ pub struct RefreshClient {
 
 /// An issued access token.
 #[derive(Debug, Clone)]
-pub struct AccessToken {
+pub(super) struct AccessToken {
     pub principal: String,
     /// The service account or OAuth client that obtained it.
     pub client: String,
@@ -83,7 +83,7 @@ pub struct Counters {
     pub faults_injected: u64,
 }
 
-pub struct World {
+pub(super) struct World {
     pub opts: Options,
     pub push: PushKnobs,
     pub quota: QuotaKnobs,
@@ -117,7 +117,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(opts: Options, outbox: mpsc::UnboundedSender<Delivery>) -> Self {
+    pub(super) fn new(opts: Options, outbox: mpsc::UnboundedSender<Delivery>) -> Self {
         let mut rng = Rng::new(opts.seed);
         let secret = rng.next_u64().to_le_bytes();
         World {
@@ -147,22 +147,22 @@ impl World {
         }
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
 
-    pub fn horizon(&self) -> DateTime<Utc> {
+    pub(super) fn horizon(&self) -> DateTime<Utc> {
         self.now()
             + chrono::Duration::from_std(self.opts.expansion_horizon)
                 .unwrap_or(chrono::Duration::days(366))
     }
 
-    pub fn count(&mut self, method: &str) {
+    pub(super) fn count(&mut self, method: &str) {
         *self.counters.calls.entry(method.to_string()).or_default() += 1;
     }
 
     /// Creates a principal's primary calendar on first sight.
-    pub fn ensure_principal(&mut self, email: &str) {
+    pub(super) fn ensure_principal(&mut self, email: &str) {
         if self.lists.contains_key(email) {
             return;
         }
@@ -177,7 +177,13 @@ impl World {
     }
 
     /// Adds (or revives) a calendarList entry and notifies its watchers.
-    pub fn list_add(&mut self, principal: &str, calendar_id: &str, role: &str, primary: bool) {
+    pub(super) fn list_add(
+        &mut self,
+        principal: &str,
+        calendar_id: &str,
+        role: &str,
+        primary: bool,
+    ) {
         let list = self.lists.entry(principal.to_string()).or_default();
         list.rev += 1;
         let rev = list.rev;
@@ -194,7 +200,7 @@ impl World {
     }
 
     /// Marks a calendarList entry deleted and notifies its watchers.
-    pub fn list_remove(&mut self, principal: &str, calendar_id: &str) {
+    pub(super) fn list_remove(&mut self, principal: &str, calendar_id: &str) {
         if let Some(list) = self.lists.get_mut(principal) {
             list.rev += 1;
             let rev = list.rev;
@@ -207,7 +213,7 @@ impl World {
     }
 
     /// `primary` means the principal's own calendar.
-    pub fn resolve(&self, principal: &str, calendar_id: &str) -> String {
+    pub(super) fn resolve(&self, principal: &str, calendar_id: &str) -> String {
         if calendar_id == "primary" {
             principal.to_string()
         } else {
@@ -216,7 +222,7 @@ impl World {
     }
 
     /// The calendar, if `principal` may see it; else 404 as Google answers.
-    pub fn calendar(
+    pub(super) fn calendar(
         &mut self,
         principal: &str,
         calendar_id: &str,
@@ -235,7 +241,7 @@ impl World {
     }
 
     /// Splits the borrow: a calendar and a write context over the world.
-    pub fn with_calendar<T>(
+    pub(super) fn with_calendar<T>(
         &mut self,
         principal: &str,
         calendar_id: &str,
@@ -278,7 +284,7 @@ impl World {
     }
 
     /// Creates a calendar owned by `owner`.
-    pub fn create_calendar(
+    pub(super) fn create_calendar(
         &mut self,
         owner: &str,
         id: Option<&str>,
@@ -313,7 +319,7 @@ impl World {
     }
 
     /// Gives `principal` access to a calendar and adds it to their list.
-    pub fn share_calendar(
+    pub(super) fn share_calendar(
         &mut self,
         calendar_id: &str,
         principal: &str,
@@ -332,7 +338,11 @@ impl World {
 
     /// calendars.delete: the calendar disappears from every list; its
     /// events then answer 404.
-    pub fn delete_calendar(&mut self, principal: &str, calendar_id: &str) -> Result<(), ApiError> {
+    pub(super) fn delete_calendar(
+        &mut self,
+        principal: &str,
+        calendar_id: &str,
+    ) -> Result<(), ApiError> {
         let id = self.resolve(principal, calendar_id);
         let cal = self.calendar(principal, &id)?;
         if cal.owner != principal {
@@ -353,12 +363,12 @@ impl World {
         Ok(())
     }
 
-    pub fn calendar_resource(&self, cal: &Calendar) -> Value {
+    pub(super) fn calendar_resource(&self, cal: &Calendar) -> Value {
         json!({ "kind": "calendar#calendar", "etag": cal.etag(), "id": cal.id, "summary": cal.summary, "timeZone": cal.time_zone })
     }
 
     /// Sliding-minute quotas; `cost` units (patch costs 3).
-    pub fn charge_quota(&mut self, principal: &str, cost: u32) -> Result<(), ApiError> {
+    pub(super) fn charge_quota(&mut self, principal: &str, cost: u32) -> Result<(), ApiError> {
         let now = Instant::now();
         let minute = std::time::Duration::from_secs(60);
         let prune = |w: &mut VecDeque<(Instant, u32)>| {
@@ -386,7 +396,7 @@ impl World {
     }
 
     /// The fault to inject into a call of `method`, if any.
-    pub fn pick_fault(&mut self, method: &str) -> Option<FaultRule> {
+    pub(super) fn pick_fault(&mut self, method: &str) -> Option<FaultRule> {
         for i in 0..self.faults.len() {
             let rule = &self.faults[i];
             if rule.method.as_deref().is_some_and(|m| m != method) || rule.remaining == Some(0) {

@@ -11,7 +11,7 @@ use crate::rawjson::RawJson;
 /// `id`, `etag`, `status`, `sequence`, `updated` and `recurringEventId`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventHead {
+pub(crate) struct EventHead {
     pub id: Option<String>,
     pub etag: Option<String>,
     pub status: Option<String>,
@@ -22,7 +22,7 @@ pub struct EventHead {
 
 impl EventHead {
     /// Reads the head of one Event resource.
-    pub fn of(body: &RawJson) -> EventHead {
+    pub(crate) fn of(body: &RawJson) -> EventHead {
         // Fast path: the fields have their documented types. Anything else
         // (a number where a string belongs, a repeated key) falls back to
         // reading the whole body as a `Value`.

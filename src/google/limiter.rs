@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-pub struct Limiter {
+pub(super) struct Limiter {
     per_minute: usize,
     /// Start times of the requests of the last minute. A tokio mutex: the
     /// waiting caller holds it, so callers queue in order.
@@ -18,7 +18,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(per_minute: u32) -> Self {
+    pub(super) fn new(per_minute: u32) -> Self {
         Limiter {
             per_minute: per_minute.max(1) as usize,
             sent: Mutex::new(VecDeque::new()),
@@ -26,7 +26,7 @@ impl Limiter {
     }
 
     /// Waits until one more request fits in the window, and counts it.
-    pub async fn acquire(&self) {
+    pub(super) async fn acquire(&self) {
         let mut sent = self.sent.lock().await;
         loop {
             let now = Instant::now();

@@ -9,16 +9,16 @@ mod client;
 mod event;
 mod limiter;
 
-pub use auth::Authenticator;
-pub use client::{EventsPage, GoogleClient, ListParams};
-pub use event::EventHead;
+pub(crate) use auth::Authenticator;
+pub(crate) use client::{EventsPage, GoogleClient, ListParams};
+pub(crate) use event::EventHead;
 
 use std::time::Duration;
 
 /// Read-only access to calendars and events.
-pub const SCOPE_READONLY: &str = "https://www.googleapis.com/auth/calendar.readonly";
+pub(crate) const SCOPE_READONLY: &str = "https://www.googleapis.com/auth/calendar.readonly";
 /// Read-write access, for accounts with `write = true`.
-pub const SCOPE_READWRITE: &str = "https://www.googleapis.com/auth/calendar";
+pub(crate) const SCOPE_READWRITE: &str = "https://www.googleapis.com/auth/calendar";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

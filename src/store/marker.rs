@@ -19,7 +19,7 @@ const FILE: &str = "head.json";
 
 /// What the marker holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marker {
+pub(super) struct Marker {
     pub store_id: String,
     pub durable_head: u64,
 }
@@ -30,7 +30,7 @@ fn file(dir: &Path) -> PathBuf {
 
 /// The marker in `dir`: `Ok(None)` when there is none, `Err` (why) when
 /// it exists but cannot be read.
-pub fn read(dir: &Path) -> Result<Option<Marker>, String> {
+pub(super) fn read(dir: &Path) -> Result<Option<Marker>, String> {
     let path = file(dir);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -42,7 +42,7 @@ pub fn read(dir: &Path) -> Result<Option<Marker>, String> {
 }
 
 /// Replaces the marker in `dir`, durably.
-pub fn write(dir: &Path, marker: &Marker) -> std::io::Result<()> {
+pub(super) fn write(dir: &Path, marker: &Marker) -> std::io::Result<()> {
     let tmp = dir.join(format!("{FILE}.tmp"));
     let mut f = std::fs::OpenOptions::new()
         .mode(0o600)

@@ -8,7 +8,7 @@ use serde_json::Value;
 const IGNORED: &[&str] = &["etag", "updated"];
 
 /// Sorted top-level keys that differ (added, removed or changed).
-pub fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
+pub(crate) fn changed_fields(old: &Value, new: &Value) -> Vec<String> {
     let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
         return Vec::new();
     };

@@ -17,7 +17,7 @@ use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
 use crate::store::{CalendarKey, Store};
 
 /// One calendar's sync task and the handles it needs.
-pub struct Engine {
+pub(crate) struct Engine {
     pub(super) key: CalendarKey,
     pub(super) google: Arc<GoogleClient>,
     pub(super) store: Store,
@@ -32,7 +32,7 @@ pub struct Engine {
 
 /// The daemon-wide handles every engine gets.
 #[derive(Clone)]
-pub struct EngineDeps {
+pub(crate) struct EngineDeps {
     pub store: Store,
     pub feed: Feed,
     pub board: StatusBoard,
@@ -42,7 +42,7 @@ pub struct EngineDeps {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         key: CalendarKey,
         google: Arc<GoogleClient>,
         settings: SyncSettings,
@@ -72,7 +72,7 @@ impl Engine {
     }
 
     /// Runs until `stop`: a pass at start, then one per poke or poll.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         self.set_state(EngineState::Starting, None);
         let mut next_poll = Instant::now();
         // Set after a failure needing a person: not even a ping retries
@@ -219,6 +219,6 @@ fn describe(e: &PassError) -> String {
 }
 
 /// Now, as RFC 3339 with milliseconds (the feed's `detected_at`).
-pub fn now_rfc3339() -> String {
+pub(super) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-pub use diff::changed_fields;
-pub use engine::{Engine, EngineDeps};
+pub(crate) use diff::changed_fields;
+pub(crate) use engine::{Engine, EngineDeps};
 
 use crate::store::CalendarKey;
 
@@ -46,7 +46,7 @@ impl Trigger {
 
 /// How the engines sync (from `[sync]`).
 #[derive(Debug, Clone)]
-pub struct SyncSettings {
+pub(crate) struct SyncSettings {
     pub page_size: u32,
     pub single_events: bool,
     pub poll_interval: Duration,
@@ -78,7 +78,7 @@ pub enum EngineState {
 
 /// Which kind of pass ran: the `kind` label of the pass metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PassKind {
+pub(crate) enum PassKind {
     #[default]
     Incremental,
     /// The first sync of a calendar (no token stored).
@@ -88,7 +88,7 @@ pub enum PassKind {
 }
 
 impl PassKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PassKind::Incremental => "incremental",
             PassKind::Full => "full",
@@ -97,7 +97,7 @@ impl PassKind {
     }
 
     /// The engine state while a pass of this kind runs.
-    pub fn state(self) -> EngineState {
+    pub(crate) fn state(self) -> EngineState {
         match self {
             PassKind::Incremental => EngineState::Incremental,
             PassKind::Full => EngineState::FullSync,
@@ -142,7 +142,7 @@ impl StatusBoard {
 /// Writes a final `deleted` record for every event of a calendar that left
 /// the configuration, removes its events and forgets its sync token, in one
 /// atomic write. Returns the number of records.
-pub async fn purge_calendar(
+pub(crate) async fn purge_calendar(
     store: &crate::store::Store,
     feed: &crate::feed::Feed,
     key: &CalendarKey,
@@ -175,14 +175,14 @@ pub async fn purge_calendar(
 /// Delay before retrying after failure number `attempt` (1, 2, ...): `base`
 /// doubling up to 5 minutes, +-20% jitter; a longer `Retry-After` from
 /// Google wins. Never gives up: the daemon must outlive outages.
-pub fn retry_delay(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn retry_delay(base: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
     let capped = exp.min(Duration::from_secs(300));
     jitter(capped, 0.2).max(retry_after.unwrap_or_default())
 }
 
 /// `d` changed by a random factor in [1 - frac, 1 + frac].
-pub fn jitter(d: Duration, frac: f64) -> Duration {
+pub(crate) fn jitter(d: Duration, frac: f64) -> Duration {
     let mut bytes = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     let unit = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;

@@ -16,7 +16,7 @@ use super::engine::Engine;
 
 /// Why a pass ended without finishing.
 #[derive(Debug, thiserror::Error)]
-pub enum PassError {
+pub(super) enum PassError {
     #[error(transparent)]
     Google(#[from] GoogleError),
     #[error(transparent)]
@@ -37,7 +37,7 @@ impl PassError {
     /// Only a person can fix it (credentials revoked, access removed, a
     /// request Google will always refuse): wait long. Anything else passes
     /// by itself and is retried from `sync.retry_base`, doubling.
-    pub fn needs_person(&self) -> bool {
+    pub(super) fn needs_person(&self) -> bool {
         matches!(
             self,
             PassError::Google(
@@ -49,7 +49,7 @@ impl PassError {
 
 /// What a pass did, for the one-line summary.
 #[derive(Debug, Default)]
-pub struct PassStats {
+pub(super) struct PassStats {
     pub kind: PassKind,
     pub pages: u64,
     pub items: u64,

@@ -15,13 +15,13 @@ use super::changed_fields;
 /// occurrence of a series, `"status": "cancelled"`; every other status
 /// (confirmed, tentative, none) is a live event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventStatus {
+pub(super) enum EventStatus {
     Live,
     Cancelled,
 }
 
 impl EventStatus {
-    pub fn of(status: Option<&str>) -> EventStatus {
+    pub(super) fn of(status: Option<&str>) -> EventStatus {
         match status {
             Some("cancelled") => EventStatus::Cancelled,
             _ => EventStatus::Live,
@@ -31,7 +31,7 @@ impl EventStatus {
 
 /// The writes and records one page produces.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(super) struct Plan {
     pub upserts: Vec<EventVersion>,
     pub deletes: Vec<String>,
     pub changes: Vec<ChangeRecord>,
@@ -43,11 +43,11 @@ pub struct Plan {
 
 /// An item that cannot be planned: what its `id` was instead of a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unusable(pub &'static str);
+pub(super) struct Unusable(pub &'static str);
 
 /// The ids whose stored versions [`plan`] needs: every listed event, and
 /// the series master of every cancelled occurrence.
-pub fn wanted<'a>(heads: impl IntoIterator<Item = &'a EventHead>) -> HashSet<String> {
+pub(super) fn wanted<'a>(heads: impl IntoIterator<Item = &'a EventHead>) -> HashSet<String> {
     heads
         .into_iter()
         .flat_map(|h| {
@@ -63,7 +63,7 @@ pub fn wanted<'a>(heads: impl IntoIterator<Item = &'a EventHead>) -> HashSet<Str
 /// Plans one page. `stored` holds the versions of [`wanted`] ids the store
 /// has (absent: never seen, or removed); `generation` is set in full syncs,
 /// where every listed event is stamped with it; `now` is `detected_at`.
-pub fn plan(
+pub(super) fn plan(
     key: &CalendarKey,
     items: Vec<(EventHead, RawJson)>,
     stored: &HashMap<String, EventVersion>,
