@@ -63,19 +63,6 @@ impl Limits {
     };
 }
 
-/// Returned by a handler to close the connection without an answer
-/// (the emulator's "connection drop" fault).
-#[derive(Debug)]
-pub struct Abort;
-
-impl std::fmt::Display for Abort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped on purpose")
-    }
-}
-
-impl std::error::Error for Abort {}
-
 /// Serves `handler` on `listener` until `stop` fires, then drains.
 pub async fn serve<H, F>(
     name: &'static str,
@@ -86,24 +73,6 @@ pub async fn serve<H, F>(
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
-{
-    let handler = move |req| {
-        let fut = handler(req);
-        async move { Ok::<_, Abort>(fut.await) }
-    };
-    serve_or_abort(name, listener, limits, handler, stop).await
-}
-
-/// [`serve`] for handlers that may drop a connection without answering.
-pub async fn serve_or_abort<H, F>(
-    name: &'static str,
-    listener: TcpListener,
-    limits: Limits,
-    handler: H,
-    stop: CancellationToken,
-) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response, Abort>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -143,7 +112,7 @@ pub async fn serve_or_abort<H, F>(
         let handler = handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { handler(req).await }
+            async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
         });
         let watcher = graceful.watcher();
         let stop = stop.clone();

@@ -37,7 +37,6 @@ pub(crate) mod channels;
 pub mod config;
 pub mod daemon;
 pub mod demo;
-pub mod emulator;
 pub(crate) mod feed;
 pub(crate) mod google;
 pub(crate) mod hook;
@@ -54,3 +53,6 @@ pub(crate) mod supervisor;
 pub(crate) mod sync;
 pub(crate) mod tasks;
 pub mod tls;
+
+/// The Google Calendar emulator (the `gcal-emulator` package).
+pub use gcal_emulator as emulator;

@@ -2,9 +2,10 @@
 //! fault injection. Built from shared/docs/gcal-api-behavior.md; where Google's
 //! behaviour is unknown it takes the stricter choice (and makes it a knob).
 //!
-//! It has its own wire handling and imports nothing of the daemon's sync,
-//! store or Google client code, so that a shared misunderstanding cannot
-//! hide a bug on both sides.
+//! A package of its own (the daemon depends on it for `demo` and
+//! `gcal-syncd emulator`, never the other way): it cannot import the
+//! daemon's sync, store, Google client or HTTP code, so that a shared
+//! misunderstanding cannot hide a bug on both sides.
 //!
 //! # Layout
 //! - `server`: HTTP routing, faults, auth and quota per call.
@@ -15,6 +16,7 @@
 //! - `channels`, `push`: watch/stop and the delivery task.
 //! - `control`: the control API (Rust and `/emulator/v1/`).
 //! - `world`: all state, behind one mutex; `knobs`, `rng`, `token`, `error`.
+//! - `http`: its own small hyper server.
 
 mod auth;
 mod calendar;
@@ -23,6 +25,7 @@ mod channels;
 mod control;
 mod error;
 mod event;
+mod http;
 mod knobs;
 mod list;
 mod push;
@@ -71,7 +74,7 @@ impl std::ops::Deref for Emulator {
 impl Emulator {
     /// Serves the emulator on `listener` (bind port 0 in tests).
     pub async fn start(listener: TcpListener, opts: Options) -> std::io::Result<Emulator> {
-        crate::tls::ensure_provider();
+        http::ensure_tls_provider();
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut world = world::World::new(opts, tx);
@@ -104,17 +107,7 @@ impl Emulator {
             let server = server.clone();
             async move { server.handle(req).await }
         };
-        let limits = crate::http::Limits {
-            max_connections: 4096,
-            ..Default::default()
-        };
-        tasks.spawn(crate::http::serve_or_abort(
-            "emulator",
-            listener,
-            limits,
-            handler,
-            stop.clone(),
-        ));
+        tasks.spawn(http::serve(listener, handler, stop.clone()));
         Ok(Emulator {
             control: Control { world },
             addr,
