@@ -316,7 +316,7 @@ fn channel_of(
         .filter(|c| &c.calendar == key && c.state == crate::store::ChannelState::Active)
         .max_by_key(|c| c.expiration_ms)
         .map(|c| ChannelStatus {
-            id: c.id.clone(),
+            id: c.id.to_string(),
             expires_at: c
                 .expiration_ms
                 .and_then(chrono::DateTime::from_timestamp_millis)

@@ -104,7 +104,7 @@ impl Hook {
         match state {
             "sync" => {
                 self.metrics.ping(state, "sync");
-                self.channels.send(ChannelMsg::Confirmed(id.to_string()));
+                self.channels.send(ChannelMsg::Confirmed(id.into()));
             }
             "exists" | "not_exists" => {
                 match self.calendars.trigger(&Watched::of(&entry.calendar)) {
@@ -132,7 +132,7 @@ impl Hook {
             let ours = crate::channels::plausibly_ours(id);
             if let Some(rid) = resource_id.filter(|r| ours && self.index.knows_resource(r)) {
                 self.channels.send(ChannelMsg::Orphan {
-                    id: id.to_string(),
+                    id: id.into(),
                     resource_id: rid.to_string(),
                 });
             }

@@ -18,14 +18,9 @@ use tokio::sync::mpsc;
 pub(crate) use scheduler::Scheduler;
 
 use crate::secret::Secret;
-use crate::store::CalendarKey;
+use crate::store::{CalendarKey, ChannelId};
 
-/// A new channel id: a random UUID, hyphenated, lower case.
-pub(crate) fn new_channel_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Whether `id` has the shape of the ids `new_channel_id` makes. An
+/// Whether `id` has the shape of the ids `ChannelId::random` makes. An
 /// unknown channel of another shape was never ours, so it is not worth a
 /// channels.stop call (forged pings must not spend the account's quota).
 pub(crate) fn plausibly_ours(id: &str) -> bool {
@@ -79,9 +74,9 @@ pub(crate) enum ChannelMsg {
     /// Reconcile every calendar now (cron tick).
     Check,
     /// The `sync` message of a channel arrived.
-    Confirmed(String),
+    Confirmed(ChannelId),
     /// A ping for a channel id we no longer own, on a collection we know.
-    Orphan { id: String, resource_id: String },
+    Orphan { id: ChannelId, resource_id: String },
     /// Calendars were removed from the configuration: stop their channels.
     Removed,
 }
@@ -143,7 +138,7 @@ mod id_tests {
 
     #[test]
     fn only_ids_of_our_shape_are_plausibly_ours() {
-        assert!(plausibly_ours(&new_channel_id()));
+        assert!(plausibly_ours(&crate::store::ChannelId::random()));
         for not_ours in [
             "flood-id",
             "",

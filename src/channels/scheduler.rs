@@ -15,7 +15,7 @@ use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
 use crate::accounts::{Calendars, Watched};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
-use crate::store::{CalendarKey, ChannelRecord, ChannelState, Store, StoreError};
+use crate::store::{CalendarKey, ChannelId, ChannelRecord, ChannelState, Store, StoreError};
 
 /// Owns the channels of every configured calendar.
 pub(crate) struct Scheduler {
@@ -215,7 +215,7 @@ impl Scheduler {
             return Ok(false);
         };
         let mut rec = ChannelRecord {
-            id: super::new_channel_id(),
+            id: ChannelId::random(),
             calendar: key.clone(),
             token: new_token(),
             resource_id: None,
@@ -338,7 +338,7 @@ impl Scheduler {
             .store
             .channels()
             .ok()
-            .and_then(|all| all.into_iter().find(|c| c.id == id));
+            .and_then(|all| all.into_iter().find(|c| c.id == *id));
         if let Some(mut ch) = found {
             ch.confirmed = true;
             if let Err(e) = self.store.put_channel(&ch) {

@@ -97,7 +97,7 @@ pub enum ChannelState {
 /// A push channel we created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelRecord {
-    pub id: String,
+    pub id: ChannelId,
     pub calendar: CalendarKey,
     /// The secret Google echoes in `X-Goog-Channel-Token`.
     pub token: Secret,
@@ -121,4 +121,52 @@ pub struct PageWrite {
     pub changes: Vec<ChangeRecord>,
     /// The calendar's new state (the sync token on the last page).
     pub state: CalendarState,
+}
+
+/// A watch channel's id, as we chose it when creating the channel (a
+/// random UUID) and Google echoes it in `X-Goog-Channel-ID`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChannelId(String);
+
+impl ChannelId {
+    /// A new id: a random UUID, hyphenated, lower case.
+    pub fn random() -> ChannelId {
+        ChannelId(uuid::Uuid::new_v4().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ChannelId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ChannelId {
+    fn from(s: &str) -> Self {
+        ChannelId(s.to_string())
+    }
+}
+
+impl From<String> for ChannelId {
+    fn from(s: String) -> Self {
+        ChannelId(s)
+    }
+}
+
+impl PartialEq<str> for ChannelId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
 }
