@@ -85,109 +85,162 @@ pub(super) fn plan(
             Some(v) => v.clone(),
             None => stored.get(&id).cloned(),
         };
-        let version = |body: RawJson, generation: u64| EventVersion {
-            id: id.clone(),
-            etag: head.etag.clone(),
-            sequence: head.sequence,
-            updated: head.updated.clone(),
-            status: head.status.clone(),
-            generation,
-            body,
+        let listed = Listed {
+            key,
+            id: &id,
+            head: &head,
+            item,
+            now,
         };
-        let record = |change, previous, changed_fields| ChangeRecord {
-            seq: 0, // assigned by the feed writer
-            account: key.account.clone(),
-            calendar_id: key.calendar_id.clone(),
-            event_id: id.clone(),
-            change,
-            etag: head.etag.clone(),
-            sequence: head.sequence,
-            updated: head.updated.clone(),
-            changed_fields,
-            event: item.clone(),
-            previous,
-            detected_at: now.to_string(),
-        };
-        let status_of = |v: &EventVersion| EventStatus::of(v.status.as_deref());
-        if EventStatus::of(head.status.as_deref()) == EventStatus::Cancelled {
+        let after = if EventStatus::of(head.status.as_deref()) == EventStatus::Cancelled {
             let of_live_series = head
                 .recurring_event_id
                 .as_deref()
                 .and_then(|m| stored.get(m))
-                .is_some_and(|m| status_of(m) == EventStatus::Live);
-            match old {
-                // Known already as a hidden occurrence.
-                Some(old) if status_of(&old) == EventStatus::Cancelled => {
-                    if let Some(g) = generation.filter(|g| *g != old.generation) {
-                        plan.upserts.push(EventVersion {
-                            generation: g,
-                            ..old
-                        });
-                    }
-                }
-                Some(old) => {
-                    plan.changes
-                        .push(record(ChangeKind::Deleted, Some(old.body), vec![]));
-                    plan.delta -= 1;
-                    if of_live_series {
-                        plan.upserts
-                            .push(version(item, generation.unwrap_or(old.generation)));
-                    } else {
-                        plan.deletes.push(id.clone());
-                    }
-                }
-                // One occurrence of a series we follow disappeared: a real
-                // change; keep it as a hidden occurrence.
-                None if of_live_series => {
-                    plan.changes.push(record(ChangeKind::Deleted, None, vec![]));
-                    plan.upserts.push(version(item, generation.unwrap_or(0)));
-                }
-                // Deleted before we ever saw it: nothing to report.
-                None => {}
+                .is_some_and(|m| EventStatus::of(m.status.as_deref()) == EventStatus::Live);
+            listed.cancelled(old, of_live_series, generation, &mut plan);
+            None
+        } else {
+            match listed.live(old, generation, &mut plan) {
+                Some(v) => Some(v),
+                // Unchanged and not restamped: not this page's business.
+                None => continue,
             }
-            in_page.insert(id, None);
-            continue;
+        };
+        in_page.insert(id, after);
+    }
+    plan.touched = in_page.into_keys().collect();
+    Ok(plan)
+}
+
+/// One listed item, with what its versions and records are made of.
+struct Listed<'a> {
+    key: &'a CalendarKey,
+    id: &'a str,
+    head: &'a EventHead,
+    item: RawJson,
+    now: &'a str,
+}
+
+impl Listed<'_> {
+    fn version(&self, generation: u64) -> EventVersion {
+        EventVersion {
+            id: self.id.to_string(),
+            etag: self.head.etag.clone(),
+            sequence: self.head.sequence,
+            updated: self.head.updated.clone(),
+            status: self.head.status.clone(),
+            generation,
+            body: self.item.clone(),
         }
+    }
+
+    fn record(
+        &self,
+        change: ChangeKind,
+        previous: Option<RawJson>,
+        changed_fields: Vec<String>,
+    ) -> ChangeRecord {
+        ChangeRecord {
+            seq: 0, // assigned by the feed writer
+            account: self.key.account.clone(),
+            calendar_id: self.key.calendar_id.clone(),
+            event_id: self.id.to_string(),
+            change,
+            etag: self.head.etag.clone(),
+            sequence: self.head.sequence,
+            updated: self.head.updated.clone(),
+            changed_fields,
+            event: self.item.clone(),
+            previous,
+            detected_at: self.now.to_string(),
+        }
+    }
+
+    /// A cancelled item: a deleted event, or a hidden occurrence of a
+    /// series (kept, so that it is not reported again).
+    fn cancelled(
+        &self,
+        old: Option<EventVersion>,
+        of_live_series: bool,
+        generation: Option<u64>,
+        plan: &mut Plan,
+    ) {
         match old {
-            None => {
-                plan.changes.push(record(ChangeKind::Created, None, vec![]));
-                let v = version(item, generation.unwrap_or(0));
-                plan.upserts.push(v.clone());
-                plan.delta += 1;
-                in_page.insert(id, Some(v));
-            }
-            Some(old) if old.etag == head.etag => {
-                // Unchanged. A full sync still stamps it as seen.
+            // Known already as a hidden occurrence.
+            Some(old) if EventStatus::of(old.status.as_deref()) == EventStatus::Cancelled => {
                 if let Some(g) = generation.filter(|g| *g != old.generation) {
-                    let v = EventVersion {
+                    plan.upserts.push(EventVersion {
                         generation: g,
                         ..old
-                    };
-                    plan.upserts.push(v.clone());
-                    in_page.insert(id, Some(v));
+                    });
                 }
             }
             Some(old) => {
-                // A hidden occurrence coming back counts as created.
-                let (kind, fields, delta) = match status_of(&old) {
+                plan.changes
+                    .push(self.record(ChangeKind::Deleted, Some(old.body), vec![]));
+                plan.delta -= 1;
+                if of_live_series {
+                    plan.upserts
+                        .push(self.version(generation.unwrap_or(old.generation)));
+                } else {
+                    plan.deletes.push(self.id.to_string());
+                }
+            }
+            // One occurrence of a series we follow disappeared: a real
+            // change; keep it as a hidden occurrence.
+            None if of_live_series => {
+                plan.changes
+                    .push(self.record(ChangeKind::Deleted, None, vec![]));
+                plan.upserts.push(self.version(generation.unwrap_or(0)));
+            }
+            // Deleted before we ever saw it: nothing to report.
+            None => {}
+        }
+    }
+
+    /// A live item: created, updated, unchanged (restamped in a full
+    /// sync), or a hidden occurrence coming back. Returns the version it
+    /// leaves stored, None when the page does not touch it.
+    fn live(
+        &self,
+        old: Option<EventVersion>,
+        generation: Option<u64>,
+        plan: &mut Plan,
+    ) -> Option<EventVersion> {
+        let v = match old {
+            None => {
+                plan.changes
+                    .push(self.record(ChangeKind::Created, None, vec![]));
+                plan.delta += 1;
+                self.version(generation.unwrap_or(0))
+            }
+            Some(old) if old.etag == self.head.etag => {
+                // Unchanged. A full sync still stamps it as seen.
+                let g = generation.filter(|g| *g != old.generation)?;
+                EventVersion {
+                    generation: g,
+                    ..old
+                }
+            }
+            Some(old) => {
+                let (kind, fields, delta) = match EventStatus::of(old.status.as_deref()) {
                     EventStatus::Cancelled => (ChangeKind::Created, vec![], 1),
                     EventStatus::Live => (
                         ChangeKind::Updated,
-                        changed_fields(&old.body.to_value(), &item.to_value()),
+                        changed_fields(&old.body.to_value(), &self.item.to_value()),
                         0,
                     ),
                 };
                 let previous = (kind == ChangeKind::Updated).then_some(old.body);
-                plan.changes.push(record(kind, previous, fields));
+                plan.changes.push(self.record(kind, previous, fields));
                 plan.delta += delta;
-                let v = version(item, generation.unwrap_or(old.generation));
-                plan.upserts.push(v.clone());
-                in_page.insert(id, Some(v));
+                self.version(generation.unwrap_or(old.generation))
             }
-        }
+        };
+        plan.upserts.push(v.clone());
+        Some(v)
     }
-    plan.touched = in_page.into_keys().collect();
-    Ok(plan)
 }
 
 #[cfg(test)]
