@@ -16,8 +16,7 @@ use crate::feed::Feed;
 use crate::google::{Authenticator, GoogleClient, SCOPE_READONLY, SCOPE_READWRITE};
 use crate::metrics::Metrics;
 use crate::store::{CalendarKey, Store};
-use crate::sync::EngineDeps;
-use crate::sync::{Engine, StatusBoard, SyncSettings, Trigger};
+use crate::sync::{Engine, EngineDeps, StatusBoard, SyncSettings, Trigger};
 
 #[derive(Default)]
 struct Inner {

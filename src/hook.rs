@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 
-use crate::accounts::{Calendars, Watched};
+use crate::accounts::Calendars;
 use crate::channels::{ChannelIndex, ChannelMsg, ChannelsHandle};
 use crate::http::{self, Response};
 use crate::metrics::Metrics;
@@ -106,15 +106,13 @@ impl Hook {
                 self.metrics.ping(state, "sync");
                 self.channels.send(ChannelMsg::Confirmed(id.into()));
             }
-            "exists" | "not_exists" => {
-                match self.calendars.trigger(&Watched::of(&entry.calendar)) {
-                    Some(trigger) => {
-                        self.metrics.ping(state, "ok");
-                        trigger.poke();
-                    }
-                    None => return self.unknown(id, state, None),
+            "exists" | "not_exists" => match self.calendars.trigger(&entry.watched) {
+                Some(trigger) => {
+                    self.metrics.ping(state, "ok");
+                    trigger.poke();
                 }
-            }
+                None => return self.unknown(id, state, None),
+            },
             _ => return self.bad(StatusCode::BAD_REQUEST),
         }
         http::empty(StatusCode::OK)

@@ -49,7 +49,7 @@ impl Default for Limits {
 impl Limits {
     /// The internet-facing hook. Google's pings are a few headers and no
     /// body, sent at once, so 5 s cuts slow or idle sockets off early at no
-    /// cost to Google; an idle connection costs a few KB (BENCHMARKS.md,
+    /// cost to Google; an open connection costs 10-15 KB (BENCHMARKS.md,
     /// "Listeners"), so thousands of them cannot crowd a ping out.
     pub const HOOK: Limits = Limits {
         header_read_timeout: Duration::from_secs(5),
@@ -119,14 +119,20 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             // A socket that sends nothing costs a task and the socket, not
             // hyper's buffers, and goes when the header timeout would end it.
+            let accepted = tokio::time::Instant::now();
             let arrived = tokio::select! {
                 _ = stop.cancelled() => false,
                 r = tokio::time::timeout(limits.header_read_timeout, stream.readable()) => matches!(r, Ok(Ok(()))),
             };
             if arrived {
+                // The headers get what is left of the timeout, not a new one.
+                let left = limits
+                    .header_read_timeout
+                    .saturating_sub(accepted.elapsed())
+                    .max(Duration::from_millis(100));
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_read_timeout)
+                    .header_read_timeout(left)
                     .max_buf_size(16 * 1024)
                     .serve_connection(TokioIo::new(stream), service);
                 // Boxed: hyper's connection state is allocated only now, so

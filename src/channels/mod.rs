@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 pub(crate) use scheduler::Scheduler;
 
+use crate::accounts::Watched;
 use crate::secret::Secret;
-use crate::store::{CalendarKey, ChannelId};
+use crate::store::ChannelId;
 
 /// Whether `id` has the shape of the ids `ChannelId::random` makes. An
 /// unknown channel of another shape was never ours, so it is not worth a
@@ -32,7 +33,8 @@ pub(crate) fn plausibly_ours(id: &str) -> bool {
 /// What the hook needs to know about one of our channels.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexEntry {
-    pub calendar: CalendarKey,
+    /// Decided once here, not on every ping.
+    pub watched: Watched,
     pub token: Secret,
     pub resource_id: Option<String>,
 }

@@ -15,7 +15,7 @@ use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
 use crate::accounts::{Calendars, Watched};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
-use crate::store::{CalendarKey, ChannelId, ChannelRecord, ChannelState, Store, StoreError};
+use crate::store::{ChannelId, ChannelRecord, ChannelState, Store, StoreError};
 
 /// Owns the channels of every configured calendar.
 pub(crate) struct Scheduler {
@@ -135,7 +135,7 @@ impl Scheduler {
             self.index.insert(
                 &ch.id,
                 IndexEntry {
-                    calendar: ch.calendar.clone(),
+                    watched: Watched::of(&ch.calendar),
                     token: ch.token.clone(),
                     resource_id: ch.resource_id.clone(),
                 },
@@ -146,20 +146,21 @@ impl Scheduler {
 
     async fn reconcile_all(&mut self) {
         self.stop_unconfigured().await;
-        let keys: Vec<CalendarKey> = self.calendars.watched().iter().map(Watched::key).collect();
-        for key in keys {
+        for watched in self.calendars.watched() {
             if self.stop.is_cancelled() {
                 return;
             }
-            if let Err(e) = self.reconcile(&key).await {
+            if let Err(e) = self.reconcile(&watched).await {
+                let key = watched.key();
                 tracing::warn!(account = %key.account, calendar = %key.calendar_id, error = %e, "channel reconcile failed; retrying at the next check");
             }
         }
     }
 
-    /// Keeps one live channel on `key`: create when none is live (and sync,
-    /// since pings were missed), replace when due, stop replaced ones.
-    async fn reconcile(&mut self, key: &CalendarKey) -> Result<(), ChannelError> {
+    /// Keeps one live channel on `watched`: create when none is live (and
+    /// sync, since pings were missed), replace when due, stop replaced ones.
+    async fn reconcile(&mut self, watched: &Watched) -> Result<(), ChannelError> {
+        let key = &watched.key();
         if self.store.poll_only(key)? {
             return Ok(());
         }
@@ -181,9 +182,9 @@ impl Scheduler {
             for expired in mine.iter().filter(|c| c.state == ChannelState::Active) {
                 self.forget(&expired.id)?;
             }
-            if self.create(key).await? {
+            if self.create(watched).await? {
                 // Pings were missed while no channel was live.
-                if let Some(t) = self.calendars.trigger(&Watched::of(key)) {
+                if let Some(t) = self.calendars.trigger(watched) {
                     t.poke();
                 }
             }
@@ -195,7 +196,7 @@ impl Scheduler {
             .all(|c| is_due(now, c.expiration_ms.unwrap_or(0), renew))
         {
             let old: Vec<ChannelRecord> = live.into_iter().cloned().collect();
-            if self.create(key).await? {
+            if self.create(watched).await? {
                 self.metrics.channel_renewals.inc();
                 for mut o in old {
                     o.state = ChannelState::Stopping;
@@ -210,7 +211,8 @@ impl Scheduler {
     /// Creates a channel: persisted (and in the index) before events.watch
     /// is called, because the `sync` ping can beat the watch response.
     /// Returns false when the calendar turned out to be poll-only.
-    async fn create(&mut self, key: &CalendarKey) -> Result<bool, ChannelError> {
+    async fn create(&mut self, watched: &Watched) -> Result<bool, ChannelError> {
+        let key = &watched.key();
         let Some(client) = self.calendars.client(&key.account) else {
             return Ok(false);
         };
@@ -228,12 +230,12 @@ impl Scheduler {
         self.index.insert(
             &rec.id,
             IndexEntry {
-                calendar: key.clone(),
+                watched: watched.clone(),
                 token: rec.token.clone(),
                 resource_id: None,
             },
         );
-        let watched = match Watched::of(key) {
+        let answer = match watched {
             Watched::CalendarList { .. } => {
                 client
                     .calendar_list_watch(&rec.id, rec.token.expose(), &self.address, self.ttl)
@@ -251,7 +253,7 @@ impl Scheduler {
                     .await
             }
         };
-        match watched {
+        match answer {
             Ok(resp) => {
                 rec.resource_id = Some(resp.resource_id.clone());
                 rec.expiration_ms = resp.expiration_ms;
@@ -261,7 +263,7 @@ impl Scheduler {
                 self.index.insert(
                     &rec.id,
                     IndexEntry {
-                        calendar: key.clone(),
+                        watched: watched.clone(),
                         token: rec.token.clone(),
                         resource_id: Some(resp.resource_id),
                     },

@@ -127,15 +127,15 @@ impl Store {
             }
             Err(e) if is_corrupt(&e) => Damage {
                 reason: e.to_string(),
-                marked_head: 0,
+                // An unreadable marker names no head: the floor is the clock.
+                marked_head: marker::read(path)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |m| m.durable_head),
             },
             Err(e) => return Err(classify_open(e, path)),
         };
-        let marked_head = match marker::read(path) {
-            Ok(m) => m.map_or(0, |m| m.durable_head),
-            Err(_) => 0,
-        }
-        .max(damage.marked_head);
+        let marked_head = damage.marked_head;
         let aside = aside_name(path);
         tracing::error!(
             store = %path.display(), moved_to = %aside.display(), reason = %damage.reason,
@@ -216,16 +216,7 @@ impl Store {
     /// Records `head` as durable in the marker. Call only once the records
     /// up to `head` were flushed.
     pub fn mark_durable(&self, head: u64) -> Result<(), StoreError> {
-        let m = marker::Marker {
-            store_id: self.id.clone(),
-            durable_head: head,
-        };
-        marker::write(&self.path, &m).map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot write the durable-head marker in {}: {e}",
-                self.path.display()
-            ))
-        })
+        write_marker(&self.path, &self.id, head)
     }
 
     /// The store's id: it changes only when a damaged store is replaced.
@@ -306,17 +297,21 @@ fn start_marker(trees: &Trees, path: &Path) -> Result<String, StoreError> {
         }
     };
     trees.db.flush()?;
+    write_marker(path, &id, trees.last_seq()?)?;
+    Ok(id)
+}
+
+fn write_marker(path: &Path, store_id: &str, head: u64) -> Result<(), StoreError> {
     let m = marker::Marker {
-        store_id: id.clone(),
-        durable_head: trees.last_seq()?,
+        store_id: store_id.to_string(),
+        durable_head: head,
     };
     marker::write(path, &m).map_err(|e| {
         StoreError::Backend(format!(
             "cannot write the durable-head marker in {}: {e}",
             path.display()
         ))
-    })?;
-    Ok(id)
+    })
 }
 
 impl Trees {

@@ -153,11 +153,7 @@ impl Engine {
                     if matches!(e, PassError::Store(_)) && self.feed.failure().is_some() {
                         // The feed writer is reopening the store: retry the
                         // moment it takes writes, not after a grown backoff.
-                        self.board.update(&self.key, |s| {
-                            s.state = EngineState::Backoff;
-                            s.progress = None;
-                            s.last_error = Some(message.clone());
-                        });
+                        self.show_error(&message);
                         tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, "sync pass failed: the store cannot be written; retrying once it can");
                         tokio::select! {
                             _ = self.stop.cancelled() => return,
@@ -190,12 +186,18 @@ impl Engine {
         self.metrics.sync_passes.get_or_create(&labels).inc();
     }
 
-    async fn record_error(&self, message: &str) {
+    /// Shows the failure in status (live only).
+    fn show_error(&self, message: &str) {
         self.board.update(&self.key, |s| {
             s.state = EngineState::Backoff;
             s.progress = None;
             s.last_error = Some(message.to_string());
         });
+    }
+
+    /// Shows the failure and keeps it in the calendar's stored state.
+    async fn record_error(&self, message: &str) {
+        self.show_error(message);
         if let Ok(mut state) = self.store.calendar(&self.key) {
             state.last_error = Some(message.to_string());
             if let Err(e) = self.feed.put_state(&self.key, state).await {
