@@ -60,7 +60,7 @@ fn run(page: usize) {
                 changed_fields: vec![],
                 event: body.clone(),
                 previous: None,
-                detected_at: NOW.clone(),
+                detected_at: gcal_syncd::time::Timestamp::now(),
             });
             upserts.push(EventVersion {
                 id,

@@ -20,6 +20,7 @@ use crate::secret::Secret;
 use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus};
 use crate::store::{CalendarKey, Store};
 use crate::sync::StatusBoard;
+use crate::time::Timestamp;
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
@@ -216,13 +217,8 @@ impl Api {
                 calendar: key.calendar_id.clone(),
             };
             if let Some(last) = self.store.calendar(key).ok().and_then(|s| s.last_sync_at) {
-                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&last) {
-                    let lag = (now - t.with_timezone(&chrono::Utc))
-                        .num_milliseconds()
-                        .max(0) as f64
-                        / 1000.0;
-                    self.metrics.sync_lag.get_or_create(&labels).set(lag);
-                }
+                let lag = (now - last.as_datetime()).num_milliseconds().max(0) as f64 / 1000.0;
+                self.metrics.sync_lag.get_or_create(&labels).set(lag);
             }
             let expiry = channels
                 .iter()
@@ -317,10 +313,7 @@ fn channel_of(
         .max_by_key(|c| c.expiration_ms)
         .map(|c| ChannelStatus {
             id: c.id.to_string(),
-            expires_at: c
-                .expiration_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.to_rfc3339()),
+            expires_at: c.expiration_ms.and_then(Timestamp::from_millis),
             confirmed: c.confirmed,
         })
 }

@@ -312,6 +312,7 @@ impl Writer {
         let Some(cutoff) = chrono::Duration::from_std(retention.keep)
             .ok()
             .and_then(|keep| chrono::Utc::now().checked_sub_signed(keep))
+            .map(crate::time::Timestamp::from)
         else {
             return false;
         };

@@ -16,6 +16,7 @@
 //! - [`http`], [`logging`], [`tls`], [`private_dir`], [`rawjson`], [`secret`]:
 //!   the HTTP/1 server, journald-shaped logs, the rustls provider, 0700
 //!   directories, JSON kept as text, a string that never reaches a log.
+//! - [`time`]: [`time::Timestamp`], the times of store records and the API.
 //!
 //! # Inside
 //! From a ping to a change record: `hook` checks the ping against the
@@ -52,6 +53,7 @@ pub mod store;
 pub(crate) mod supervisor;
 pub(crate) mod sync;
 pub(crate) mod tasks;
+pub mod time;
 pub mod tls;
 
 /// The Google Calendar emulator (the `gcal-emulator` package).

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::sync::{EngineState, Progress};
+use crate::time::Timestamp;
 
 /// The whole answer of `/v1/calendars`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -22,8 +23,7 @@ pub struct CalendarStatus {
     pub account: String,
     pub calendar_id: String,
     pub state: EngineState,
-    /// RFC 3339.
-    pub last_sync_at: Option<String>,
+    pub last_sync_at: Option<Timestamp>,
     pub has_sync_token: bool,
     pub events: u64,
     /// Its newest active channel.
@@ -40,8 +40,7 @@ pub struct CalendarStatus {
 #[serde(default)]
 pub struct ChannelStatus {
     pub id: String,
-    /// RFC 3339.
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Timestamp>,
     pub confirmed: bool,
 }
 
@@ -56,12 +55,6 @@ pub struct StoreStatus {
     pub error: Option<String>,
     /// Where a damaged store was moved at start.
     pub recovered_from: Option<String>,
-}
-
-fn parse(t: &Option<String>) -> Option<DateTime<Utc>> {
-    t.as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// One line per calendar, aligned, with a header; then the store's
@@ -91,10 +84,12 @@ pub fn table(answer: &CalendarsAnswer, now: DateTime<Utc>) -> String {
         let expires = c
             .channel
             .as_ref()
-            .and_then(|ch| parse(&ch.expires_at))
-            .map_or_else(|| "-".to_string(), |t| ago(t - now));
-        let last_sync = parse(&c.last_sync_at)
-            .map_or_else(|| "never".to_string(), |t| format!("{} ago", ago(now - t)));
+            .and_then(|ch| ch.expires_at)
+            .map_or_else(|| "-".to_string(), |t| ago(t.as_datetime() - now));
+        let last_sync = c.last_sync_at.map_or_else(
+            || "never".to_string(),
+            |t| format!("{} ago", ago(now - t.as_datetime())),
+        );
         rows.push(vec![
             c.account.clone(),
             c.calendar_id.clone(),

@@ -16,6 +16,7 @@ use crate::accounts::{Calendars, Watched};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
 use crate::store::{ChannelId, ChannelRecord, ChannelState, Store, StoreError};
+use crate::time::Timestamp;
 
 /// Owns the channels of every configured calendar.
 pub(crate) struct Scheduler {
@@ -268,11 +269,8 @@ impl Scheduler {
                         resource_id: Some(resp.resource_id),
                     },
                 );
-                let expires = resp
-                    .expiration_ms
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(|t| t.to_rfc3339());
-                tracing::info!(account = %key.account, calendar = %key.calendar_id, channel = %rec.id, expires = ?expires, "channel created");
+                let expires = resp.expiration_ms.and_then(Timestamp::from_millis);
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, channel = %rec.id, expires = ?expires.map(|t| t.to_string()), "channel created");
                 Ok(true)
             }
             Err(GoogleError::PushNotSupported(_)) => {

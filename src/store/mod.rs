@@ -27,6 +27,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::time::Timestamp;
+
 pub use records::*;
 
 /// The store layout this build writes. Bump it with a migration when the
@@ -545,14 +547,14 @@ impl Store {
     /// whose age cannot be read is an error (it is never removed unread).
     pub fn prune_changes(
         &self,
-        cutoff: chrono::DateTime<chrono::Utc>,
+        cutoff: Timestamp,
         max_seq: u64,
         limit: usize,
     ) -> Result<usize, StoreError> {
         let t = self.t()?;
         #[derive(serde::Deserialize)]
         struct Age {
-            detected_at: String,
+            detected_at: Timestamp,
         }
         let mut doomed: Vec<sled::IVec> = Vec::new();
         for item in t.changes.iter().take(limit) {
@@ -563,14 +565,7 @@ impl Store {
                 .map(u64::from_be_bytes)
                 .unwrap_or(u64::MAX);
             let age: Age = decode("changes", &k, &v)?;
-            let detected = chrono::DateTime::parse_from_rfc3339(&age.detected_at).map_err(|e| {
-                StoreError::Decode {
-                    tree: "changes",
-                    key: seq.to_string(),
-                    reason: format!("detected_at {:?}: {e}", age.detected_at),
-                }
-            })?;
-            if seq > max_seq || detected >= cutoff {
+            if seq > max_seq || age.detected_at >= cutoff {
                 break;
             }
             doomed.push(k);

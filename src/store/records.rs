@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rawjson::RawJson;
 use crate::secret::Secret;
+use crate::time::Timestamp;
 
 /// Identifies one followed calendar: the account's name and Google's id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,8 +38,8 @@ pub struct CalendarState {
     pub generation: u64,
     /// Events currently stored for the calendar.
     pub events: u64,
-    /// RFC 3339 time of the last successful pass.
-    pub last_sync_at: Option<String>,
+    /// When the last pass succeeded.
+    pub last_sync_at: Option<Timestamp>,
     pub last_error: Option<String>,
 }
 
@@ -79,7 +80,7 @@ pub struct ChangeRecord {
     pub changed_fields: Vec<String>,
     pub event: RawJson,
     pub previous: Option<RawJson>,
-    pub detected_at: String,
+    pub detected_at: Timestamp,
 }
 
 /// Life of a push channel as we see it.

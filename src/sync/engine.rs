@@ -219,8 +219,3 @@ fn describe(e: &PassError) -> String {
         other => other.to_string(),
     }
 }
-
-/// Now, as RFC 3339 with milliseconds (the feed's `detected_at`).
-pub(super) fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}

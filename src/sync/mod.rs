@@ -148,7 +148,7 @@ pub(crate) async fn purge_calendar(
     key: &CalendarKey,
 ) -> Result<usize, crate::store::StoreError> {
     use crate::store::{CalendarState, PageWrite};
-    let now = engine::now_rfc3339();
+    let now = crate::time::Timestamp::now();
     let mut deletes = Vec::new();
     let mut changes = Vec::new();
     for event in store.events(key) {
@@ -158,7 +158,7 @@ pub(crate) async fn purge_calendar(
         if hidden {
             continue; // a hidden occurrence was reported when it was hidden
         }
-        changes.push(tombstone_record(key, event, &now));
+        changes.push(tombstone_record(key, event, now));
     }
     let n = changes.len();
     feed.apply(PageWrite {
@@ -194,7 +194,7 @@ pub(crate) fn jitter(d: Duration, frac: f64) -> Duration {
 fn tombstone_record(
     key: &CalendarKey,
     stored: crate::store::EventVersion,
-    now: &str,
+    now: crate::time::Timestamp,
 ) -> crate::store::ChangeRecord {
     let tombstone =
         serde_json::json!({ "kind": "calendar#event", "id": stored.id, "status": "cancelled" });
@@ -210,7 +210,7 @@ fn tombstone_record(
         changed_fields: vec![],
         event: tombstone.into(),
         previous: Some(stored.body),
-        detected_at: now.to_string(),
+        detected_at: now,
     }
 }
 

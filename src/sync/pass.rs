@@ -11,6 +11,7 @@ use super::{retry_delay, EngineState, LiveStatus, PassKind, Progress};
 use crate::google::{EventHead, EventsPage, GoogleError, ListParams};
 use crate::rawjson::RawJson;
 use crate::store::{CalendarState, PageWrite, StoreError};
+use crate::time::Timestamp;
 
 use super::engine::Engine;
 
@@ -274,7 +275,7 @@ impl Engine {
     /// async workers. `generation` is set in full syncs.
     async fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, PassError> {
         let (store, key) = (self.store.clone(), self.key.clone());
-        let now = crate::sync::engine::now_rfc3339();
+        let now = Timestamp::now();
         tokio::task::spawn_blocking(move || {
             let items: Vec<(EventHead, RawJson)> =
                 items.into_iter().map(|i| (EventHead::of(&i), i)).collect();
@@ -284,7 +285,7 @@ impl Engine {
                     stored.insert(id, v);
                 }
             }
-            plan::plan(&key, items, &stored, generation, &now)
+            plan::plan(&key, items, &stored, generation, now)
                 .map_err(|plan::Unusable(what)| PassError::UnusableItem(what))
         })
         .await
@@ -295,7 +296,7 @@ impl Engine {
     /// listed (and that this page does not touch) was deleted meanwhile.
     async fn sweep(&self, mut plan: Plan, generation: u64) -> Result<Plan, PassError> {
         let (store, key) = (self.store.clone(), self.key.clone());
-        let now = crate::sync::engine::now_rfc3339();
+        let now = Timestamp::now();
         tokio::task::spawn_blocking(move || {
             for stored in store.events(&key) {
                 let stored = stored?;
@@ -308,7 +309,7 @@ impl Engine {
                 }
                 plan.deletes.push(stored.id.clone());
                 plan.changes
-                    .push(super::tombstone_record(&key, stored, &now));
+                    .push(super::tombstone_record(&key, stored, now));
                 plan.delta -= 1;
             }
             Ok(plan)
@@ -329,7 +330,7 @@ impl Engine {
     }
 
     fn succeeded(&self, state: &mut CalendarState) {
-        state.last_sync_at = Some(crate::sync::engine::now_rfc3339());
+        state.last_sync_at = Some(Timestamp::now());
         state.last_error = None;
     }
 

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use crate::google::EventHead;
 use crate::rawjson::RawJson;
 use crate::store::{CalendarKey, ChangeKind, ChangeRecord, EventVersion};
+use crate::time::Timestamp;
 
 use super::changed_fields;
 
@@ -68,7 +69,7 @@ pub(super) fn plan(
     items: Vec<(EventHead, RawJson)>,
     stored: &HashMap<String, EventVersion>,
     generation: Option<u64>,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Plan, Unusable> {
     let mut plan = Plan::default();
     // Ids already handled in this page (Google lists each once, but a page
@@ -119,7 +120,7 @@ struct Listed<'a> {
     id: &'a str,
     head: &'a EventHead,
     item: RawJson,
-    now: &'a str,
+    now: Timestamp,
 }
 
 impl Listed<'_> {
@@ -153,7 +154,7 @@ impl Listed<'_> {
             changed_fields,
             event: self.item.clone(),
             previous,
-            detected_at: self.now.to_string(),
+            detected_at: self.now,
         }
     }
 
@@ -248,7 +249,9 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    const NOW: &str = "2026-01-01T00:00:00.000Z";
+    fn now() -> Timestamp {
+        Timestamp::parse("2026-01-01T00:00:00.000Z").expect("a time")
+    }
 
     fn body(id: &str, etag: &str, status: &str, summary: &str, series: Option<&str>) -> Value {
         let mut v = json!({"kind": "calendar#event", "id": id, "etag": etag, "status": status, "summary": summary});
@@ -325,7 +328,7 @@ mod tests {
             .into_iter()
             .filter(|(id, _)| want.contains(id))
             .collect();
-        show(&plan(&key, items, &stored, generation, NOW).expect("plannable"))
+        show(&plan(&key, items, &stored, generation, now()).expect("plannable"))
     }
 
     #[test]
@@ -413,7 +416,7 @@ mod tests {
         ] {
             let items = vec![item(json!({"id": "ok", "etag": "e"})), item(v)];
             assert_eq!(
-                plan(&key, items, &stored, None, NOW).map(|_| ()),
+                plan(&key, items, &stored, None, now()).map(|_| ()),
                 Err(Unusable(what))
             );
         }
@@ -429,17 +432,13 @@ mod tests {
             vec![item(body("A", "e2", "confirmed", "new", None))],
             &stored,
             None,
-            NOW,
+            now(),
         )
         .expect("plan");
         let r = &p.changes[0];
         assert_eq!(
-            (
-                r.account.as_str(),
-                r.calendar_id.as_str(),
-                r.detected_at.as_str()
-            ),
-            ("acct", "cal", NOW)
+            (r.account.as_str(), r.calendar_id.as_str(), r.detected_at),
+            ("acct", "cal", now())
         );
         assert_eq!(r.event.to_value()["summary"], "new");
         assert_eq!(

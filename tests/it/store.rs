@@ -48,7 +48,7 @@ fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
         changed_fields: vec![],
         event: json!({"id": id}).into(),
         previous: None,
-        detected_at: stamp(*DETECTED),
+        detected_at: (*DETECTED).into(),
     }
 }
 
@@ -278,8 +278,8 @@ fn retention_removes_the_oldest_records_up_to_age_and_seq_limits() {
     store
         .apply_page(page(&cal, &["a", "b", "c"], &[1, 2, 3], "tok"))
         .expect("page");
-    let after = *DETECTED + Duration::seconds(1);
-    let before = *DETECTED - Duration::seconds(1);
+    let after = (*DETECTED + Duration::seconds(1)).into();
+    let before = (*DETECTED - Duration::seconds(1)).into();
     assert_eq!(
         store.prune_changes(before, u64::MAX, 100).expect("prune"),
         0
