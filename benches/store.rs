@@ -49,7 +49,7 @@ fn run(page: usize) {
             let body = RawJson::from(body(&id, p * page + i));
             seq += 1;
             changes.push(ChangeRecord {
-                seq,
+                seq: gcal_syncd::store::Seq::new(seq),
                 account: cal.account.clone(),
                 calendar_id: cal.calendar_id.clone(),
                 event_id: id.clone(),

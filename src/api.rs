@@ -18,7 +18,7 @@ use crate::http::{self, Response};
 use crate::metrics::{CalendarLabels, Metrics};
 use crate::secret::Secret;
 use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus};
-use crate::store::{CalendarKey, Store};
+use crate::store::{CalendarKey, Seq, Store};
 use crate::sync::StatusBoard;
 use crate::time::Timestamp;
 
@@ -232,7 +232,7 @@ impl Api {
                     .set(ms as f64 / 1000.0);
             }
         }
-        self.metrics.feed_head.set(self.feed.head() as i64);
+        self.metrics.feed_head.set(self.feed.head().get() as i64);
         self.metrics
             .store_bytes
             .set(self.store.size_on_disk().unwrap_or(0) as i64);
@@ -320,7 +320,7 @@ fn channel_of(
 
 /// `after`, `limit` and `wait` of `/v1/changes`, checked.
 struct ChangesQuery {
-    after: u64,
+    after: Seq,
     limit: usize,
     wait: Duration,
 }
@@ -356,7 +356,7 @@ impl ChangesQuery {
             ));
         }
         Ok(ChangesQuery {
-            after,
+            after: Seq::new(after),
             limit: limit as usize,
             wait: Duration::from_secs(wait),
         })

@@ -151,7 +151,7 @@ pub async fn run(
     let calendars = starter.calendars.clone();
     tracing::info!(
         calendars = calendars.len(),
-        feed_head = feed.head(),
+        feed_head = feed.head().get(),
         "sync engines started"
     );
     let api = Api::new(

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{KindLabels, Metrics};
-use crate::store::{ChangeKind, PageWrite, Store, StoreError};
+use crate::store::{ChangeKind, PageWrite, Seq, Store, StoreError};
 
 /// What `feed.retention` keeps.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ const MARK_EVERY: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Feed {
     tx: mpsc::Sender<(PageWrite, oneshot::Sender<Result<(), StoreError>>)>,
-    head: watch::Receiver<u64>,
+    head: watch::Receiver<Seq>,
     failure: watch::Receiver<Option<String>>,
 }
 
@@ -71,7 +71,7 @@ impl Feed {
             store,
             head: head_tx,
             failure: failure_tx,
-            next: last + 1,
+            next: last.next(),
             marked: last,
             metrics,
         };
@@ -112,12 +112,12 @@ impl Feed {
     }
 
     /// The highest durable seq.
-    pub fn head(&self) -> u64 {
+    pub fn head(&self) -> Seq {
         *self.head.borrow()
     }
 
     /// A receiver that changes whenever the head moves (for long-polls).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<Seq> {
         self.head.clone()
     }
 
@@ -142,12 +142,12 @@ type Request = (PageWrite, oneshot::Sender<Result<(), StoreError>>);
 /// The writer task's state: the next seq is its alone.
 struct Writer {
     store: Store,
-    head: watch::Sender<u64>,
+    head: watch::Sender<Seq>,
     /// Set while writes fail; cleared by a successful reopen.
     failure: watch::Sender<Option<String>>,
-    next: u64,
+    next: Seq,
     /// The head the durable-head marker holds.
-    marked: u64,
+    marked: Seq,
     metrics: Metrics,
 }
 
@@ -216,9 +216,10 @@ impl Writer {
         let first = self.next;
         for change in &mut page.changes {
             change.seq = self.next;
-            self.next += 1;
+            self.next = self.next.next();
         }
         let kinds: Vec<ChangeKind> = page.changes.iter().map(|c| c.change).collect();
+        let page_changes_last = page.changes.last().map(|c| c.seq);
         let result = write(&self.store, page).await;
         if let Err(e) = &result {
             // The page may sit in sled's memory, unflushed: its seqs are not
@@ -226,11 +227,11 @@ impl Writer {
             // reader saw them, since the head did not move.
             self.metrics.store_write_failures.inc();
             self.metrics.store_failing.set(1);
-            tracing::error!(error = %e, first_seq = first, "STORE WRITE FAILED: the feed is paused (nothing unwritten is served); reopening the store until it can be written again");
+            tracing::error!(error = %e, first_seq = first.get(), "STORE WRITE FAILED: the feed is paused (nothing unwritten is served); reopening the store until it can be written again");
             self.failure.send_replace(Some(e.to_string()));
-        } else if self.next != first {
-            self.head.send_replace(self.next - 1);
-            self.metrics.feed_head.set((self.next - 1) as i64);
+        } else if let Some(last) = page_changes_last {
+            self.head.send_replace(last);
+            self.metrics.feed_head.set(last.get() as i64);
             for kind in kinds {
                 let kind = match kind {
                     ChangeKind::Created => "created",
@@ -289,13 +290,16 @@ impl Writer {
         .and_then(|r| r);
         match reopened {
             Ok(last) => {
-                self.next = last + 1;
+                self.next = last.next();
                 // Records the failed page did get to disk are durable now.
                 self.head.send_replace(last);
-                self.metrics.feed_head.set(last as i64);
+                self.metrics.feed_head.set(last.get() as i64);
                 self.metrics.store_failing.set(0);
                 self.failure.send_replace(None);
-                tracing::info!(feed_head = last, "store writable again: the feed continues");
+                tracing::info!(
+                    feed_head = last.get(),
+                    "store writable again: the feed continues"
+                );
                 Ok(())
             }
             Err(e) => {
@@ -320,9 +324,9 @@ impl Writer {
         let sinks = retention.sinks.clone();
         let result = tokio::task::spawn_blocking(move || {
             // A sink that never acknowledged anything holds every record.
-            let mut max_seq = u64::MAX;
+            let mut max_seq = Seq::MAX;
             for sink in &sinks {
-                max_seq = max_seq.min(store.cursor(sink)?.unwrap_or(0));
+                max_seq = max_seq.min(store.cursor(sink)?.unwrap_or(Seq::ZERO));
             }
             store.prune_changes(cutoff, max_seq, PRUNE_BATCH)
         })
@@ -334,7 +338,7 @@ impl Writer {
             Ok(0) => false,
             Ok(n) => {
                 self.metrics.feed_pruned.inc_by(n as u64);
-                let through = self.store.pruned_through().unwrap_or(0);
+                let through = self.store.pruned_through().unwrap_or(Seq::ZERO).get();
                 tracing::info!(removed = n, through_seq = through, retention = %humantime::format_duration(retention.keep), "feed retention removed old change records");
                 n == PRUNE_BATCH
             }

@@ -50,7 +50,7 @@ pub struct ChannelStatus {
 pub struct StoreStatus {
     pub path: String,
     pub id: String,
-    pub feed_head: u64,
+    pub feed_head: crate::store::Seq,
     /// Why writes (or reads) fail, while they do.
     pub error: Option<String>,
     /// Where a damaged store was moved at start.

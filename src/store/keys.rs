@@ -3,7 +3,7 @@
 //! non-ASCII), can make two keys collide or one calendar's prefix match
 //! another's events.
 
-use super::records::CalendarKey;
+use super::records::{CalendarKey, Seq};
 
 fn push_component(out: &mut Vec<u8>, part: &str) {
     out.extend_from_slice(&(part.len() as u32).to_be_bytes());
@@ -40,8 +40,14 @@ fn take_component(bytes: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// Key of a change record: big-endian so that sled's order is `seq` order.
-pub(super) fn seq(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
+pub(super) fn seq(seq: Seq) -> [u8; 8] {
+    seq.get().to_be_bytes()
+}
+
+/// A seq stored big-endian (a `changes` key, a cursor, the meta floors);
+/// `None` when it is not 8 bytes.
+pub(super) fn decode_seq(bytes: &[u8]) -> Option<Seq> {
+    bytes.try_into().ok().map(u64::from_be_bytes).map(Seq::new)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ const FILE: &str = "head.json";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Marker {
     pub store_id: String,
-    pub durable_head: u64,
+    pub durable_head: super::Seq,
 }
 
 fn file(dir: &Path) -> PathBuf {
@@ -68,7 +68,7 @@ mod tests {
         assert_eq!(read(&dir), Ok(None));
         let m = Marker {
             store_id: "abc".into(),
-            durable_head: 340,
+            durable_head: super::super::Seq::new(340),
         };
         write(&dir, &m).expect("write");
         assert_eq!(read(&dir), Ok(Some(m)));

@@ -67,7 +67,7 @@ pub enum StoreError {
         reason: String,
     },
     #[error("change record seq {0} is already stored; the page was not written")]
-    SeqTaken(u64),
+    SeqTaken(Seq),
     /// sled's own error, kept as the `source()`.
     #[error("store backend error: {0}")]
     Sled(#[from] sled::Error),
@@ -133,7 +133,7 @@ impl Store {
                 marked_head: marker::read(path)
                     .ok()
                     .flatten()
-                    .map_or(0, |m| m.durable_head),
+                    .map_or(Seq::ZERO, |m| m.durable_head),
             },
             Err(e) => return Err(classify_open(e, path)),
         };
@@ -141,7 +141,7 @@ impl Store {
         let aside = aside_name(path);
         tracing::error!(
             store = %path.display(), moved_to = %aside.display(), reason = %damage.reason,
-            durable_head = marked_head,
+            durable_head = marked_head.get(),
             "STORE CORRUPT: moved it aside and starting empty under a new store id; every calendar will be fully resynced"
         );
         std::fs::rename(path, &aside).map_err(|e| {
@@ -156,7 +156,7 @@ impl Store {
         // The old feed's head is known at best up to the marker's last
         // batch: continue above any seq it can have held, so that
         // consumers' cursors stay behind the new records, not ahead of them.
-        let floor = (chrono::Utc::now().timestamp_millis().max(0) as u64).max(marked_head);
+        let floor = Seq::new(chrono::Utc::now().timestamp_millis().max(0) as u64).max(marked_head);
         let trees = Trees::from_db(db, path, Some(floor))?;
         let id = start_marker(&trees, path)?;
         Ok(Store::new(trees, id, path, Some(aside)))
@@ -217,7 +217,7 @@ impl Store {
 
     /// Records `head` as durable in the marker. Call only once the records
     /// up to `head` were flushed.
-    pub fn mark_durable(&self, head: u64) -> Result<(), StoreError> {
+    pub fn mark_durable(&self, head: Seq) -> Result<(), StoreError> {
         write_marker(&self.path, &self.id, head)
     }
 
@@ -231,7 +231,7 @@ impl Store {
 struct Damage {
     reason: String,
     /// The marker's durable head, when it has one.
-    marked_head: u64,
+    marked_head: Seq,
 }
 
 fn create_store_dir(path: &Path) -> Result<(), StoreError> {
@@ -251,7 +251,7 @@ fn verify(trees: &Trees, path: &Path) -> Result<Result<String, Damage>, StoreErr
         Err(reason) => {
             return Ok(Err(Damage {
                 reason,
-                marked_head: 0,
+                marked_head: Seq::ZERO,
             }))
         }
     };
@@ -303,7 +303,7 @@ fn start_marker(trees: &Trees, path: &Path) -> Result<String, StoreError> {
     Ok(id)
 }
 
-fn write_marker(path: &Path, store_id: &str, head: u64) -> Result<(), StoreError> {
+fn write_marker(path: &Path, store_id: &str, head: Seq) -> Result<(), StoreError> {
     let m = marker::Marker {
         store_id: store_id.to_string(),
         durable_head: head,
@@ -318,11 +318,8 @@ fn write_marker(path: &Path, store_id: &str, head: u64) -> Result<(), StoreError
 
 impl Trees {
     /// See [`Store::last_seq`].
-    fn last_seq(&self) -> Result<u64, StoreError> {
-        let be = |v: Option<sled::IVec>| {
-            v.and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-                .unwrap_or(0)
-        };
+    fn last_seq(&self) -> Result<Seq, StoreError> {
+        let be = |v: Option<sled::IVec>| v.and_then(|v| keys::decode_seq(&v)).unwrap_or(Seq::ZERO);
         let stored = be(self.changes.last()?.map(|(k, _)| k));
         let floor = be(self.meta.get(SEQ_FLOOR_KEY)?);
         // Retention may have removed every record: never hand a seq out twice.
@@ -331,13 +328,13 @@ impl Trees {
     }
 
     /// The trees of `db`; `floor` is the seq floor of a replaced store.
-    fn from_db(db: sled::Db, path: &Path, floor: Option<u64>) -> Result<Trees, StoreError> {
+    fn from_db(db: sled::Db, path: &Path, floor: Option<Seq>) -> Result<Trees, StoreError> {
         // Channel tokens are in here: owner only (the directory is 0700
         // already; files sled made before this version are tightened too).
         crate::private_dir::restrict_tree(path);
         let meta = db.open_tree("meta")?;
         if let Some(floor) = floor {
-            meta.insert(SEQ_FLOOR_KEY, &floor.to_be_bytes())?;
+            meta.insert(SEQ_FLOOR_KEY, &keys::seq(floor))?;
         }
         match meta.get(SCHEMA_KEY)? {
             None => {
@@ -484,7 +481,7 @@ impl Store {
         let cal_key = keys::calendar(&page.calendar);
         let state = encode(&page.state);
         drop(page); // only the encoded copies are needed from here on
-        let result: Result<(), TransactionError<u64>> = (&t.events, &t.changes, &t.calendars)
+        let result: Result<(), TransactionError<Seq>> = (&t.events, &t.changes, &t.calendars)
             .transaction(|(events, log, cals)| {
                 for (k, v) in &upserts {
                     events.insert(k.as_slice(), v.as_slice())?;
@@ -495,11 +492,13 @@ impl Store {
                 for (k, v) in &changes {
                     // A seq is written once: overwriting one would lose a change.
                     if log.insert(&k[..], v.as_slice())?.is_some() {
-                        return Err(ConflictableTransactionError::Abort(u64::from_be_bytes(*k)));
+                        return Err(ConflictableTransactionError::Abort(Seq::new(
+                            u64::from_be_bytes(*k),
+                        )));
                     }
                 }
                 cals.insert(cal_key.as_slice(), state.as_slice())?;
-                Ok::<(), ConflictableTransactionError<u64>>(())
+                Ok::<(), ConflictableTransactionError<Seq>>(())
             });
         result.map_err(|e| match e {
             TransactionError::Storage(e) => StoreError::from(e),
@@ -510,11 +509,11 @@ impl Store {
     // ----- changes -----
 
     /// Up to `limit` change records with `seq > after`, ascending.
-    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+    pub fn changes_after(&self, after: Seq, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
         let t = self.t()?;
-        let start = keys::seq(after.saturating_add(1));
+        let start = keys::seq(after.next());
         let mut out = Vec::new();
-        if after == u64::MAX {
+        if after == Seq::MAX {
             return Ok(out);
         }
         for item in t.changes.range(start..).take(limit) {
@@ -527,17 +526,17 @@ impl Store {
     /// The highest `seq` stored (0 for an empty log), the seq floor set
     /// when a corrupt store was replaced, or the highest seq retention
     /// removed, whichever is highest: the next record gets `last_seq() + 1`.
-    pub fn last_seq(&self) -> Result<u64, StoreError> {
+    pub fn last_seq(&self) -> Result<Seq, StoreError> {
         self.t()?.last_seq()
     }
 
     /// The highest seq that feed retention removed (0 when none was).
-    pub fn pruned_through(&self) -> Result<u64, StoreError> {
+    pub fn pruned_through(&self) -> Result<Seq, StoreError> {
         let t = self.t()?;
         Ok(t.meta
             .get(PRUNED_KEY)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+            .and_then(|v| keys::decode_seq(&v))
+            .unwrap_or(Seq::ZERO))
     }
 
     /// Removes up to `limit` of the oldest change records that were detected
@@ -548,7 +547,7 @@ impl Store {
     pub fn prune_changes(
         &self,
         cutoff: Timestamp,
-        max_seq: u64,
+        max_seq: Seq,
         limit: usize,
     ) -> Result<usize, StoreError> {
         let t = self.t()?;
@@ -559,11 +558,7 @@ impl Store {
         let mut doomed: Vec<sled::IVec> = Vec::new();
         for item in t.changes.iter().take(limit) {
             let (k, v) = item?;
-            let seq = k
-                .as_ref()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
+            let seq = keys::decode_seq(&k).unwrap_or(Seq::MAX);
             let age: Age = decode("changes", &k, &v)?;
             if seq > max_seq || age.detected_at >= cutoff {
                 break;
@@ -632,16 +627,16 @@ impl Store {
 
     // ----- cursors -----
 
-    pub fn cursor(&self, sink: &str) -> Result<Option<u64>, StoreError> {
+    pub fn cursor(&self, sink: &str) -> Result<Option<Seq>, StoreError> {
         let t = self.t()?;
         Ok(t.cursors
             .get(sink.as_bytes())?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes)))
+            .and_then(|v| keys::decode_seq(&v)))
     }
 
-    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+    pub fn set_cursor(&self, sink: &str, seq: Seq) -> Result<(), StoreError> {
         let t = self.t()?;
-        t.cursors.insert(sink.as_bytes(), &seq.to_be_bytes())?;
+        t.cursors.insert(sink.as_bytes(), &keys::seq(seq))?;
         Ok(())
     }
 

@@ -66,10 +66,48 @@ pub enum ChangeKind {
     Deleted,
 }
 
+/// A change record's place in the feed. Seqs only grow, and once a reader
+/// has seen one it names the same record forever; `Seq::ZERO` is before
+/// the first record (the cursor of a reader that has seen nothing).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(u64);
+
+impl Seq {
+    pub const ZERO: Seq = Seq(0);
+    pub const MAX: Seq = Seq(u64::MAX);
+
+    pub const fn new(n: u64) -> Seq {
+        Seq(n)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The seq after this one.
+    pub const fn next(self) -> Seq {
+        Seq(self.0.saturating_add(1))
+    }
+
+    /// How many records lie in `(earlier, self]`.
+    pub const fn since(self, earlier: Seq) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl std::fmt::Display for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// One entry of the change feed (the contract of architecture.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRecord {
-    pub seq: u64,
+    pub seq: Seq,
     pub account: String,
     pub calendar_id: String,
     pub event_id: String,

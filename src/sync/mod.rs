@@ -199,7 +199,7 @@ fn tombstone_record(
     let tombstone =
         serde_json::json!({ "kind": "calendar#event", "id": stored.id, "status": "cancelled" });
     crate::store::ChangeRecord {
-        seq: 0, // assigned by the feed writer
+        seq: crate::store::Seq::ZERO, // assigned by the feed writer
         account: key.account.clone(),
         calendar_id: key.calendar_id.clone(),
         event_id: stored.id,

@@ -143,7 +143,7 @@ impl Listed<'_> {
         changed_fields: Vec<String>,
     ) -> ChangeRecord {
         ChangeRecord {
-            seq: 0, // assigned by the feed writer
+            seq: crate::store::Seq::ZERO, // assigned by the feed writer
             account: self.key.account.clone(),
             calendar_id: self.key.calendar_id.clone(),
             event_id: self.id.to_string(),

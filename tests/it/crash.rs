@@ -157,7 +157,7 @@ async fn sigkill_during_full_and_incremental_sync_loses_nothing() {
         assert_eq!(stored.get(id), Some(etag), "event {id} differs");
     }
     let mut reported: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-    let mut after = 0;
+    let mut after = gcal_syncd::store::Seq::ZERO;
     loop {
         let batch = store.changes_after(after, 10_000).expect("feed");
         let Some(last) = batch.last() else { break };

@@ -37,7 +37,7 @@ fn version(id: &str, etag: &str) -> EventVersion {
 
 fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
     ChangeRecord {
-        seq,
+        seq: Seq::new(seq),
         account: cal.account.clone(),
         calendar_id: cal.calendar_id.clone(),
         event_id: id.into(),
@@ -90,7 +90,7 @@ fn every_tree_round_trips() {
             confirmed: true,
         };
         store.put_channel(&channel).expect("channel");
-        store.set_cursor("app", 2).expect("cursor");
+        store.set_cursor("app", Seq::new(2)).expect("cursor");
         store.flush_blocking().expect("flush");
     }
     let store = Store::open(&path).expect("reopen");
@@ -105,13 +105,16 @@ fn every_tree_round_trips() {
         store.event(&cal, "bbb").expect("get"),
         Some(version("bbb", "\"1\""))
     );
-    let log = store.changes_after(0, 10).expect("log");
-    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(store.changes_after(1, 10).expect("log")[0].event_id, "bbb");
-    assert_eq!(store.last_seq().expect("seq"), 2);
+    let log = store.changes_after(Seq::ZERO, 10).expect("log");
+    assert_eq!(log.iter().map(|c| c.seq.get()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        store.changes_after(Seq::new(1), 10).expect("log")[0].event_id,
+        "bbb"
+    );
+    assert_eq!(store.last_seq().expect("seq").get(), 2);
     let channels = store.channels().expect("channels");
     assert_eq!(channels[0].token.expose(), "channel-secret");
-    assert_eq!(store.cursor("app").expect("cursor"), Some(2));
+    assert_eq!(store.cursor("app").expect("cursor"), Some(Seq::new(2)));
     store.remove_channel("chan-1").expect("remove");
     assert!(store.channels().expect("channels").is_empty());
 }
@@ -178,8 +181,11 @@ fn apply_page_is_all_or_nothing() {
         store.calendar(&cal).expect("state").sync_token.as_deref(),
         Some("tok1")
     );
-    assert_eq!(store.last_seq().expect("seq"), 1);
-    assert_eq!(store.changes_after(0, 10).expect("log")[0].event_id, "aaa");
+    assert_eq!(store.last_seq().expect("seq").get(), 1);
+    assert_eq!(
+        store.changes_after(Seq::ZERO, 10).expect("log")[0].event_id,
+        "aaa"
+    );
 }
 
 #[test]
@@ -255,7 +261,7 @@ fn a_corrupt_store_is_moved_aside_not_deleted() {
     );
     // The new feed continues above any seq the lost one can have held, so a
     // consumer's cursor (here 1) stays behind the new records.
-    let floor = store.last_seq().expect("seq");
+    let floor = store.last_seq().expect("seq").get();
     assert!(
         floor > 1_700_000_000_000,
         "no seq floor after recovery: {floor}"
@@ -264,7 +270,7 @@ fn a_corrupt_store_is_moved_aside_not_deleted() {
     let reopened = Store::open(&path).expect("reopen");
     assert_eq!(reopened.recovered_from(), None);
     assert_eq!(
-        reopened.last_seq().expect("seq"),
+        reopened.last_seq().expect("seq").get(),
         floor,
         "the floor must survive a restart"
     );
@@ -281,27 +287,27 @@ fn retention_removes_the_oldest_records_up_to_age_and_seq_limits() {
     let after = (*DETECTED + Duration::seconds(1)).into();
     let before = (*DETECTED - Duration::seconds(1)).into();
     assert_eq!(
-        store.prune_changes(before, u64::MAX, 100).expect("prune"),
+        store.prune_changes(before, Seq::MAX, 100).expect("prune"),
         0
     );
     assert_eq!(
-        store.prune_changes(after, 2, 100).expect("prune"),
+        store.prune_changes(after, Seq::new(2), 100).expect("prune"),
         2,
         "a sink at seq 2 holds seq 3"
     );
-    assert_eq!(store.pruned_through().expect("floor"), 2);
+    assert_eq!(store.pruned_through().expect("floor").get(), 2);
     let left: Vec<u64> = store
-        .changes_after(0, 10)
+        .changes_after(Seq::ZERO, 10)
         .expect("log")
         .iter()
-        .map(|c| c.seq)
+        .map(|c| c.seq.get())
         .collect();
     assert_eq!(left, [3]);
-    assert_eq!(store.prune_changes(after, u64::MAX, 100).expect("prune"), 1);
-    assert_eq!(store.pruned_through().expect("floor"), 3);
-    assert!(store.changes_after(0, 10).expect("log").is_empty());
+    assert_eq!(store.prune_changes(after, Seq::MAX, 100).expect("prune"), 1);
+    assert_eq!(store.pruned_through().expect("floor").get(), 3);
+    assert!(store.changes_after(Seq::ZERO, 10).expect("log").is_empty());
     assert_eq!(
-        store.last_seq().expect("seq"),
+        store.last_seq().expect("seq").get(),
         3,
         "a removed seq is never handed out again"
     );
@@ -372,7 +378,7 @@ fn a_store_behind_its_durable_head_or_without_data_is_moved_aside_not_served() {
             .apply_page(page(&cal, &["aaa"], &[1], "tok1"))
             .expect("apply");
         store.flush_blocking().expect("flush");
-        store.mark_durable(1).expect("mark");
+        store.mark_durable(Seq::new(1)).expect("mark");
         store.id().to_string()
     };
     let ok = std::process::Command::new("cp")
@@ -389,7 +395,7 @@ fn a_store_behind_its_durable_head_or_without_data_is_moved_aside_not_served() {
             .apply_page(page(&cal, &["bbb", "ccc"], &[2, 3], "tok2"))
             .expect("apply");
         store.flush_blocking().expect("flush");
-        store.mark_durable(3).expect("mark");
+        store.mark_durable(Seq::new(3)).expect("mark");
     }
     restore_keeping_marker(&backup, &path);
 
@@ -400,7 +406,7 @@ fn a_store_behind_its_durable_head_or_without_data_is_moved_aside_not_served() {
         .to_path_buf();
     assert_ne!(store.id(), id, "a replaced store gets a new id");
     assert!(
-        store.last_seq().expect("seq") > 3,
+        store.last_seq().expect("seq").get() > 3,
         "seqs 2 and 3 must not be handed out again"
     );
     assert_eq!(
