@@ -36,7 +36,7 @@ async fn main() {
         .no_proxy()
         .build()
         .expect("client");
-    let token = common::access_token(&emu, &http).await;
+    let token = common::access_token(&emu).await;
     for parse in [false, true] {
         let t = Instant::now();
         let (listed, pages) = list_all(&emu, &http, &token, parse).await;

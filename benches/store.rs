@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use gcal_syncd::demo::dates;
+use gcal_syncd::emulator::dates;
 use gcal_syncd::rawjson::RawJson;
 use gcal_syncd::store::*;
 use serde_json::json;

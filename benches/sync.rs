@@ -136,7 +136,7 @@ impl Naive {
             .expect("bind");
         let address = format!("http://{}/notify", listener.local_addr().expect("addr"));
         let http = http();
-        let token = access_token(emu, &http).await;
+        let token = access_token(emu).await;
         let root = emu.api_root();
         let known: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         let changes: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -262,7 +262,7 @@ async fn p2() {
     }
     lat.sort();
     // The emulator's own list round trip, for scale: an incremental list of one change.
-    let token = access_token(&emu, &http).await;
+    let token = access_token(&emu).await;
     let root = emu.api_root();
     let mut rtt = Vec::new();
     for _ in 0..200 {

@@ -7,25 +7,14 @@ use std::time::Duration;
 
 use gcal_syncd::config::Config;
 use gcal_syncd::daemon::{self, Listeners};
-use gcal_syncd::demo::dates;
-use gcal_syncd::emulator::{Emulator, Options};
+use gcal_syncd::emulator::dates;
+use gcal_syncd::emulator::{testkit, Emulator};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 pub async fn emulator() -> Emulator {
     gcal_syncd::tls::ensure_provider();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    Emulator::start(
-        l,
-        Options {
-            allow_http: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("emulator")
+    testkit::start_default().await
 }
 
 pub fn event(i: usize) -> Value {
@@ -158,51 +147,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// An access token for the built-in service account (JWT signed with ring).
-pub async fn access_token(emu: &gcal_syncd::emulator::Emulator, http: &reqwest::Client) -> String {
-    use base64::Engine;
-    let key: Value = serde_json::from_str(&emu.service_account_json()).expect("key");
-    let pem = key["private_key"].as_str().expect("pem");
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(
-            pem.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<String>(),
-        )
-        .expect("der");
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).expect("key");
-    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let now = chrono::Utc::now().timestamp();
-    let input = format!(
-        "{}.{}",
-        b64(json!({"alg": "RS256", "typ": "JWT"})),
-        b64(
-            json!({"iss": gcal_syncd::emulator::SERVICE_ACCOUNT, "aud": emu.token_uri(), "iat": now, "exp": now + 3600, "scope": "https://www.googleapis.com/auth/calendar.readonly"})
-        )
-    );
-    let mut sig = vec![0; pair.public().modulus_len()];
-    pair.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        input.as_bytes(),
-        &mut sig,
-    )
-    .expect("sign");
-    let assertion = format!(
-        "{input}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
-    );
-    let body: Value = http
-        .post(emu.token_uri())
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
-    body["access_token"].as_str().expect("token").to_string()
+/// A read-only access token for the built-in service account.
+pub async fn access_token(emu: &Emulator) -> String {
+    testkit::access_token(emu, testkit::READONLY_SCOPE).await
 }

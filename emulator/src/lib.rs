@@ -17,12 +17,16 @@
 //! - `control`: the control API (Rust and `/emulator/v1/`).
 //! - `world`: all state, behind one mutex; `knobs`, `rng`, `token`, `error`.
 //! - `http`: its own small hyper server.
+//! - `dates`: event times relative to today, so nothing a test sends ages.
+//! - `testkit` (hidden): the helpers the tests and benches of both packages
+//!   drive the emulator with.
 
 mod auth;
 mod calendar;
 mod calendars;
 mod channels;
 mod control;
+pub mod dates;
 mod error;
 mod event;
 mod http;
@@ -32,6 +36,8 @@ mod push;
 mod recur;
 mod rng;
 mod server;
+#[doc(hidden)]
+pub mod testkit;
 mod token;
 mod world;
 

@@ -5,7 +5,6 @@
 //! Shows only behaviour the daemon has; adds none.
 
 pub mod check;
-pub mod dates;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::{self, Listeners};
-use crate::emulator::{Edit, Emulator, Options, SERVICE_ACCOUNT};
+use crate::emulator::{dates, Edit, Emulator, Options, SERVICE_ACCOUNT};
 use crate::private_dir::{write_file, ScratchDir};
 use check::{check, check_final, complete, line, Expect};
 

@@ -1,13 +1,11 @@
 //! One integration-test binary, a module per area (see style.md).
 
+use gcal_syncd::emulator::testkit as emu;
+
 mod config_check;
 mod crash;
 mod demo;
-mod emu;
-mod emulator_api;
 mod emulator_cli;
-mod emulator_push;
-mod emulator_python;
 mod harness;
 mod lifecycle;
 mod listeners;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use gcal_syncd::demo::dates;
+use gcal_syncd::emulator::dates;
 use gcal_syncd::emulator::{Edit, FaultKind, FaultRule};
 use serde_json::{json, Value};
 

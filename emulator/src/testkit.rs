@@ -1,14 +1,19 @@
-//! Helpers for tests that talk to the emulator over real HTTP: start one on
-//! port 0, sign service-account JWTs with ring, get access tokens, and a
-//! ping receiver that records Google's push notifications.
+//! Helpers for tests and benches that talk to the emulator over real HTTP
+//! (this package's conformance tests and the daemon's tests): start one on
+//! port 0, sign service-account JWTs with ring, get access tokens, a
+//! Calendar API client, a ping receiver that records Google's push
+//! notifications, waiting on a condition with a deadline, and a temporary
+//! directory. Test code: every helper panics with a message when its step
+//! fails, which is how a test fails.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use gcal_syncd::demo::dates;
-use gcal_syncd::emulator::{Emulator, Options};
 use serde_json::{json, Value};
+
+use crate::dates;
+use crate::{Emulator, Options};
 
 pub const CALENDAR_SCOPE: &str = "https://www.googleapis.com/auth/calendar";
 pub const READONLY_SCOPE: &str = "https://www.googleapis.com/auth/calendar.readonly";
@@ -31,7 +36,7 @@ pub async fn start_default() -> Emulator {
 }
 
 pub fn http() -> reqwest::Client {
-    gcal_syncd::tls::ensure_provider();
+    crate::http::ensure_tls_provider();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(30))
@@ -298,16 +303,12 @@ impl Receiver {
                         s.first().copied().unwrap_or(200)
                     }
                 };
-                gcal_syncd::http::empty(hyper::StatusCode::from_u16(status).expect("status"))
+                Ok(crate::http::empty(
+                    hyper::StatusCode::from_u16(status).expect("status"),
+                ))
             }
         };
-        tokio::spawn(gcal_syncd::http::serve(
-            "receiver",
-            listener,
-            Default::default(),
-            handler,
-            stop.clone(),
-        ));
+        tokio::spawn(crate::http::serve(listener, handler, stop.clone()));
         Receiver { url, pings, stop }
     }
 
@@ -371,5 +372,36 @@ where
             "timed out after {within:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A directory under the system's temp dir, removed on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("gcal-syncd-test-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

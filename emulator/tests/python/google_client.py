@@ -1,7 +1,7 @@
 """Drives the emulator with Google's own Python client library.
 
 If the emulator only fits our Rust client, this fails. Run by
-tests/it/emulator_python.rs with EMULATOR_URL and EMULATOR_CREDENTIALS set.
+emulator/tests/it/python.rs with EMULATOR_URL and EMULATOR_CREDENTIALS set.
 """
 import json
 import os

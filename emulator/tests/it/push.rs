@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gcal_syncd::emulator::{Edit, Options, PushKnobs, SERVICE_ACCOUNT};
+use gcal_emulator::{Edit, Options, PushKnobs, SERVICE_ACCOUNT};
 use serde_json::{json, Value};
 
 use crate::emu::{self, event, reason, Api, Claims, Receiver};
@@ -433,12 +433,7 @@ async fn cp18_stop_answers_204_then_404_and_refuses_other_clients() {
     emu.shutdown().await;
 }
 
-async fn refresh_api(
-    emu: &gcal_syncd::emulator::Emulator,
-    id: &str,
-    secret: &str,
-    refresh: &str,
-) -> Api {
+async fn refresh_api(emu: &gcal_emulator::Emulator, id: &str, secret: &str, refresh: &str) -> Api {
     let resp = emu::http()
         .post(emu.token_uri())
         .form(&[

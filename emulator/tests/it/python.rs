@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use crate::emu;
-use crate::support::TempDir;
+use crate::emu::TempDir;
 
 fn python_ready() -> bool {
     Command::new("python3")

@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-use gcal_syncd::demo::dates;
-use gcal_syncd::emulator::{Edit, Options};
+use gcal_emulator::dates;
+use gcal_emulator::{Edit, Options};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -13,7 +13,7 @@ use crate::emu::{self, event, reason, Api};
 
 const EVENTS: &str = "/calendars/primary/events";
 
-async fn seeded(n: u32) -> (gcal_syncd::emulator::Emulator, Api, Vec<String>) {
+async fn seeded(n: u32) -> (gcal_emulator::Emulator, Api, Vec<String>) {
     let emu = emu::start_default().await;
     let api = Api::new(&emu).await;
     let mut ids = Vec::new();
@@ -36,7 +36,7 @@ fn ids_of(items: &[Value]) -> Vec<String> {
 async fn cp01_max_results_defaults_to_250_clamps_to_2500_and_short_pages_keep_paging() {
     let emu = emu::start_default().await;
     emu.bulk_insert(
-        gcal_syncd::emulator::SERVICE_ACCOUNT,
+        gcal_emulator::SERVICE_ACCOUNT,
         (0..2600).map(|i| event(&format!("b{i}"), 1 + i % 28)),
     )
     .expect("bulk");
@@ -166,7 +166,7 @@ async fn cp04_page_tokens_are_bound_to_their_query_and_changes_while_paging_are_
     assert_eq!(status, 400, "forged page token");
 
     // Change everything while the client pages.
-    let cal = gcal_syncd::emulator::SERVICE_ACCOUNT;
+    let cal = gcal_emulator::SERVICE_ACCOUNT;
     let mut listed = ids_of(first["items"].as_array().expect("items"));
     let added = emu
         .edit(cal, Edit::Insert(event("added while paging", 9)), false)
@@ -218,7 +218,7 @@ async fn cp05_incremental_gives_each_change_once_shuffled_with_minimal_tombstone
     let (again, _) = api.list_all(EVENTS, &[]).await;
     assert_eq!(order, ids_of(&again), "order is not stable");
 
-    let cal = gcal_syncd::emulator::SERVICE_ACCOUNT;
+    let cal = gcal_emulator::SERVICE_ACCOUNT;
     emu.edit(
         cal,
         Edit::Patch(ids[0].clone(), json!({"summary": "one"})),
@@ -268,7 +268,7 @@ fn standup(master: &str, days: i64) -> String {
     )
 }
 
-async fn series_setup() -> (gcal_syncd::emulator::Emulator, Api, String, String) {
+async fn series_setup() -> (gcal_emulator::Emulator, Api, String, String) {
     let emu = emu::start_default().await;
     let api = Api::new(&emu).await;
     let monday = dates::winter_monday();
@@ -356,7 +356,7 @@ async fn cp06_show_deleted_by_single_events_matrix_and_get_returns_cancelled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cp07_410_for_invalidated_expired_and_purged_tokens_and_double_delete() {
-    let cal = gcal_syncd::emulator::SERVICE_ACCOUNT;
+    let cal = gcal_emulator::SERVICE_ACCOUNT;
     let (emu, api, ids) = seeded(3).await;
     let (_, token) = api.list_all(EVENTS, &[]).await;
     let token = token.expect("token");
@@ -639,7 +639,7 @@ async fn cp19_calendar_list_sync_and_a_deleted_calendar_answers_404() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cp20_injected_errors_have_googles_shapes_and_quotas_are_enforced() {
-    use gcal_syncd::emulator::{FaultKind, FaultRule, QuotaKnobs};
+    use gcal_emulator::{FaultKind, FaultRule, QuotaKnobs};
     let (emu, api, _) = seeded(1).await;
     for (kind, status, why) in [
         (FaultKind::Unauthorized, 401, "authError"),
