@@ -11,13 +11,15 @@
 //! the highest durable seq, so that a store that lost data is detected at
 //! open instead of handing out the same seqs again.
 //!
-//! Invariant: a sync token is written in the same transaction as the event
-//! versions and change records of the page that produced it
-//! ([`Store::apply_page`]), and [`Store::flush`] makes it durable before
-//! it is relied on.
+//! Invariant: a sync token is written in the last transaction of the page
+//! that produced it, after every event version and change record of that
+//! page ([`Store::apply_page`]; why a page may take several transactions
+//! and stay as safe as one is in `page.rs`), and [`Store::flush`] makes it
+//! durable before it is relied on.
 
 mod keys;
 mod marker;
+mod page;
 pub mod records;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::time::Timestamp;
 
+pub use page::CHUNK_EVENTS;
 pub use records::*;
 
 /// The store layout this build writes. Bump it with a migration when the
@@ -455,55 +458,6 @@ impl Store {
             .next()
             .transpose()?
             .is_some())
-    }
-
-    /// Writes one page atomically: event versions, deletions, change records
-    /// and the calendar state (with the sync token when it is the last page).
-    /// Either all of it is stored or none of it.
-    pub fn apply_page(&self, page: PageWrite) -> Result<(), StoreError> {
-        let t = self.t()?;
-        // Encode outside the transaction: its closure may run more than once.
-        let upserts: Vec<(Vec<u8>, Vec<u8>)> = page
-            .upserts
-            .iter()
-            .map(|e| (keys::event(&page.calendar, &e.id), encode(e)))
-            .collect();
-        let deletes: Vec<Vec<u8>> = page
-            .deletes
-            .iter()
-            .map(|id| keys::event(&page.calendar, id))
-            .collect();
-        let changes: Vec<([u8; 8], Vec<u8>)> = page
-            .changes
-            .iter()
-            .map(|c| (keys::seq(c.seq), encode(c)))
-            .collect();
-        let cal_key = keys::calendar(&page.calendar);
-        let state = encode(&page.state);
-        drop(page); // only the encoded copies are needed from here on
-        let result: Result<(), TransactionError<Seq>> = (&t.events, &t.changes, &t.calendars)
-            .transaction(|(events, log, cals)| {
-                for (k, v) in &upserts {
-                    events.insert(k.as_slice(), v.as_slice())?;
-                }
-                for k in &deletes {
-                    events.remove(k.as_slice())?;
-                }
-                for (k, v) in &changes {
-                    // A seq is written once: overwriting one would lose a change.
-                    if log.insert(&k[..], v.as_slice())?.is_some() {
-                        return Err(ConflictableTransactionError::Abort(Seq::new(
-                            u64::from_be_bytes(*k),
-                        )));
-                    }
-                }
-                cals.insert(cal_key.as_slice(), state.as_slice())?;
-                Ok::<(), ConflictableTransactionError<Seq>>(())
-            });
-        result.map_err(|e| match e {
-            TransactionError::Storage(e) => StoreError::from(e),
-            TransactionError::Abort(seq) => StoreError::SeqTaken(seq),
-        })
     }
 
     // ----- changes -----

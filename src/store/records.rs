@@ -36,7 +36,8 @@ pub struct CalendarState {
     /// Generation of the current (or last) full sync; events listed by it
     /// carry the same number, so the sweep finds the ones not listed.
     pub generation: u64,
-    /// Events currently stored for the calendar.
+    /// Live (not cancelled) events stored for the calendar; kept by the
+    /// store as it writes them, whatever a caller puts here.
     pub events: u64,
     /// When the last pass succeeded.
     pub last_sync_at: Option<Timestamp>,
@@ -55,6 +56,24 @@ pub struct EventVersion {
     pub generation: u64,
     /// The Event resource as Google returned it.
     pub body: RawJson,
+}
+
+/// Whether an event is shown. Google marks a deleted event, or a hidden
+/// occurrence of a series, `"status": "cancelled"`; every other status
+/// (confirmed, tentative, none) is a live event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Live,
+    Cancelled,
+}
+
+impl EventStatus {
+    pub fn of(status: Option<&str>) -> EventStatus {
+        match status {
+            Some("cancelled") => EventStatus::Cancelled,
+            _ => EventStatus::Live,
+        }
+    }
 }
 
 /// What happened to an event.

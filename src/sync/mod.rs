@@ -140,8 +140,9 @@ impl StatusBoard {
 }
 
 /// Writes a final `deleted` record for every event of a calendar that left
-/// the configuration, removes its events and forgets its sync token, in one
-/// atomic write. Returns the number of records.
+/// the configuration, removes its events and forgets its sync token, as
+/// one page (so in transactions of `store::CHUNK_EVENTS` events, the state
+/// last). Returns the number of records.
 pub(crate) async fn purge_calendar(
     store: &crate::store::Store,
     feed: &crate::feed::Feed,
@@ -153,7 +154,8 @@ pub(crate) async fn purge_calendar(
     let mut changes = Vec::new();
     for event in store.events(key) {
         let event = event?;
-        let hidden = plan::EventStatus::of(event.status.as_deref()) == plan::EventStatus::Cancelled;
+        let hidden = crate::store::EventStatus::of(event.status.as_deref())
+            == crate::store::EventStatus::Cancelled;
         deletes.push(event.id.clone());
         if hidden {
             continue; // a hidden occurrence was reported when it was hidden

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::plan::{self, EventStatus, Plan};
+use super::plan::{self, Plan};
 use super::{retry_delay, EngineState, LiveStatus, PassKind, Progress};
 use crate::google::{EventHead, EventsPage, GoogleError, ListParams};
 use crate::rawjson::RawJson;
-use crate::store::{CalendarState, PageWrite, StoreError};
+use crate::store::{CalendarState, EventStatus, PageWrite, StoreError};
 use crate::time::Timestamp;
 
 use super::engine::Engine;
@@ -100,7 +100,6 @@ impl Engine {
             stats.pages += 1;
             stats.items += page.items.len() as u64;
             let plan = self.plan(page.items, None).await?;
-            state.events = (state.events as i64 + plan.delta).max(0) as u64;
             let last = page.next_page_token.is_none();
             if last {
                 state.sync_token = Some(
@@ -156,7 +155,6 @@ impl Engine {
                 );
                 self.succeeded(&mut state);
             }
-            state.events = (state.events as i64 + plan.delta).max(0) as u64;
             stats.records += plan.changes.len() as u64;
             self.write(plan, &state).await?;
             self.set_progress(Progress {
@@ -310,7 +308,6 @@ impl Engine {
                 plan.deletes.push(stored.id.clone());
                 plan.changes
                     .push(super::tombstone_record(&key, stored, now));
-                plan.delta -= 1;
             }
             Ok(plan)
         })

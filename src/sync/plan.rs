@@ -7,28 +7,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::google::EventHead;
 use crate::rawjson::RawJson;
-use crate::store::{CalendarKey, ChangeKind, ChangeRecord, EventVersion};
+use crate::store::{CalendarKey, ChangeKind, ChangeRecord, EventStatus, EventVersion};
 use crate::time::Timestamp;
 
 use super::changed_fields;
-
-/// Whether an event is shown. Google marks a deleted event, or a hidden
-/// occurrence of a series, `"status": "cancelled"`; every other status
-/// (confirmed, tentative, none) is a live event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EventStatus {
-    Live,
-    Cancelled,
-}
-
-impl EventStatus {
-    pub(super) fn of(status: Option<&str>) -> EventStatus {
-        match status {
-            Some("cancelled") => EventStatus::Cancelled,
-            _ => EventStatus::Live,
-        }
-    }
-}
 
 /// The writes and records one page produces.
 #[derive(Debug, Default)]
@@ -36,8 +18,6 @@ pub(super) struct Plan {
     pub upserts: Vec<EventVersion>,
     pub deletes: Vec<String>,
     pub changes: Vec<ChangeRecord>,
-    /// Change in the number of stored events.
-    pub delta: i64,
     /// Every id this page listed.
     pub touched: HashSet<String>,
 }
@@ -180,7 +160,6 @@ impl Listed<'_> {
             Some(old) => {
                 plan.changes
                     .push(self.record(ChangeKind::Deleted, Some(old.body), vec![]));
-                plan.delta -= 1;
                 if of_live_series {
                     plan.upserts
                         .push(self.version(generation.unwrap_or(old.generation)));
@@ -213,7 +192,6 @@ impl Listed<'_> {
             None => {
                 plan.changes
                     .push(self.record(ChangeKind::Created, None, vec![]));
-                plan.delta += 1;
                 self.version(generation.unwrap_or(0))
             }
             Some(old) if old.etag == self.head.etag => {
@@ -225,17 +203,15 @@ impl Listed<'_> {
                 }
             }
             Some(old) => {
-                let (kind, fields, delta) = match EventStatus::of(old.status.as_deref()) {
-                    EventStatus::Cancelled => (ChangeKind::Created, vec![], 1),
+                let (kind, fields) = match EventStatus::of(old.status.as_deref()) {
+                    EventStatus::Cancelled => (ChangeKind::Created, vec![]),
                     EventStatus::Live => (
                         ChangeKind::Updated,
                         changed_fields(&old.body.to_value(), &self.item.to_value()),
-                        0,
                     ),
                 };
                 let previous = (kind == ChangeKind::Updated).then_some(old.body);
                 plan.changes.push(self.record(kind, previous, fields));
-                plan.delta += delta;
                 self.version(generation.unwrap_or(old.generation))
             }
         };
@@ -280,7 +256,7 @@ mod tests {
     }
 
     /// The plan, as one line: records; upserts with their generation;
-    /// deletes; delta.
+    /// deletes.
     fn show(p: &Plan) -> String {
         let records: Vec<String> = p
             .changes
@@ -309,11 +285,10 @@ mod tests {
             }
         };
         format!(
-            "{} | up {} | del {} | {:+}",
+            "{} | up {} | del {}",
             or_dash(records),
             or_dash(ups),
-            or_dash(p.deletes.clone()),
-            p.delta
+            or_dash(p.deletes.clone())
         )
     }
 
@@ -349,49 +324,49 @@ mod tests {
         #[rustfmt::skip]
         let table: Vec<Row> = vec![
             ("new", vec![], vec![live("A", "e1", "s")],
-             "created A | up A@0 | del - | +1",
-             "created A | up A@5 | del - | +1"),
+             "created A | up A@0 | del -",
+             "created A | up A@5 | del -"),
             ("known unchanged", vec![stored("A", "e1", "confirmed", "s")], vec![live("A", "e1", "s")],
-             "- | up - | del - | +0",
-             "- | up A@5 | del - | +0"),
+             "- | up - | del -",
+             "- | up A@5 | del -"),
             ("known changed", vec![stored("A", "e1", "confirmed", "old")], vec![live("A", "e2", "new")],
-             "updated A[summary]+prev | up A@4 | del - | +0",
-             "updated A[summary]+prev | up A@5 | del - | +0"),
+             "updated A[summary]+prev | up A@4 | del -",
+             "updated A[summary]+prev | up A@5 | del -"),
             ("cancelled known", vec![stored("A", "e1", "confirmed", "s")], vec![gone("A", "e2")],
-             "deleted A+prev | up - | del A | -1",
-             "deleted A+prev | up - | del A | -1"),
+             "deleted A+prev | up - | del A",
+             "deleted A+prev | up - | del A"),
             ("cancelled unknown", vec![], vec![gone("A", "e2")],
-             "- | up - | del - | +0",
-             "- | up - | del - | +0"),
+             "- | up - | del -",
+             "- | up - | del -"),
             ("cancelled occurrence of a known series", vec![stored("M", "e1", "confirmed", "s")],
              vec![gone_of("M_1", "e2", "M")],
-             "deleted M_1 | up M_1@0 | del - | +0",
-             "deleted M_1 | up M_1@5 | del - | +0"),
+             "deleted M_1 | up M_1@0 | del -",
+             "deleted M_1 | up M_1@5 | del -"),
             ("cancelled known occurrence of a known series",
              vec![stored("M", "e1", "confirmed", "s"), stored("M_1", "e1", "confirmed", "s")],
              vec![gone_of("M_1", "e2", "M")],
-             "deleted M_1+prev | up M_1@4 | del - | -1",
-             "deleted M_1+prev | up M_1@5 | del - | -1"),
+             "deleted M_1+prev | up M_1@4 | del -",
+             "deleted M_1+prev | up M_1@5 | del -"),
             ("cancelled occurrence of an unknown series", vec![], vec![gone_of("M_1", "e2", "M")],
-             "- | up - | del - | +0",
-             "- | up - | del - | +0"),
+             "- | up - | del -",
+             "- | up - | del -"),
             ("cancelled occurrence of a deleted series", vec![stored("M", "e1", "cancelled", "")],
              vec![gone_of("M_1", "e2", "M")],
-             "- | up - | del - | +0",
-             "- | up - | del - | +0"),
+             "- | up - | del -",
+             "- | up - | del -"),
             ("hidden occurrence listed again", vec![stored("M_1", "e1", "cancelled", "")],
              vec![gone_of("M_1", "e1", "M")],
-             "- | up - | del - | +0",
-             "- | up M_1@5 | del - | +0"),
+             "- | up - | del -",
+             "- | up M_1@5 | del -"),
             ("recurring master edit", vec![stored("M", "e1", "confirmed", "old")], vec![master_edit],
-             "updated M[recurrence]+prev | up M@4 | del - | +0",
-             "updated M[recurrence]+prev | up M@5 | del - | +0"),
+             "updated M[recurrence]+prev | up M@4 | del -",
+             "updated M[recurrence]+prev | up M@5 | del -"),
             ("reappearing after delete", vec![stored("A", "e1", "cancelled", "")], vec![live("A", "e3", "back")],
-             "created A | up A@4 | del - | +1",
-             "created A | up A@5 | del - | +1"),
+             "created A | up A@4 | del -",
+             "created A | up A@5 | del -"),
             ("listed twice in one page", vec![], vec![live("A", "e1", "one"), live("A", "e2", "two")],
-             "created A updated A[summary]+prev | up A@0 A@0 | del - | +1",
-             "created A updated A[summary]+prev | up A@5 A@5 | del - | +1"),
+             "created A updated A[summary]+prev | up A@0 A@0 | del -",
+             "created A updated A[summary]+prev | up A@5 A@5 | del -"),
         ];
         for (name, store, items, incremental, full) in table {
             assert_eq!(

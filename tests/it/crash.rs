@@ -186,3 +186,144 @@ async fn sigkill_during_full_and_incremental_sync_loses_nothing() {
         );
     }
 }
+
+/// Every change record of a calendar, from the store, in seq order.
+fn records(store: &Store) -> Vec<gcal_syncd::store::ChangeRecord> {
+    let mut out = Vec::new();
+    let mut after = gcal_syncd::store::Seq::ZERO;
+    loop {
+        let batch = store.changes_after(after, 10_000).expect("feed");
+        let Some(last) = batch.last() else { break };
+        after = last.seq;
+        out.extend(batch);
+    }
+    out
+}
+
+/// Runs the daemon with the fail point that aborts it right after its
+/// `cut`-th page transaction; returns the store it left.
+fn abort_after(dir: &TempDir, cut: usize) -> Store {
+    let failpoint = format!("abort_after_chunk:{cut}");
+    let mut d = Daemon::spawn_with_env(
+        &["run", "--config", "config.toml"],
+        dir.path(),
+        &[("GCAL_SYNCD_FAILPOINT", failpoint.as_str())],
+    );
+    assert_eq!(
+        d.wait_exit(WAIT),
+        None,
+        "the daemon should have been stopped by its fail point"
+    );
+    Store::open(&dir.path().join("store")).expect("open store")
+}
+
+/// A page is written as several transactions (store::CHUNK_EVENTS events
+/// each, the sync token in the last). Stop the process between every two
+/// of them, in a full sync and in an incremental one: after each stop the
+/// store holds exactly the transactions before it and the old token; after
+/// a restart every change is reported exactly once, seqs without a gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_between_the_transactions_of_a_page_loses_and_doubles_nothing() {
+    use gcal_syncd::store::{ChangeKind, CHUNK_EVENTS};
+    let n = 2 * CHUNK_EVENTS + 100; // three transactions per page
+    let key = CalendarKey::new("emu", "primary");
+    for cut in 1..=2 {
+        let emu = emu::start_default().await;
+        emu.bulk_insert(
+            CAL,
+            (0..n as u32).map(|i| event(&format!("e{i}"), 1 + i % 28)),
+        )
+        .expect("bulk");
+        let dir = TempDir::new("page-cut");
+        dir.write("sa.json", &emu.service_account_json());
+        config(&dir, &emu.api_root());
+        let text = std::fs::read_to_string(dir.path().join("config.toml")).expect("config");
+        dir.write(
+            "config.toml",
+            &text.replace("page_size = 100", &format!("page_size = {n}")),
+        );
+
+        // The first full sync: one page of n events, stopped after `cut`.
+        let store = abort_after(&dir, cut);
+        let state = store.calendar(&key).expect("state");
+        assert_eq!(
+            state.sync_token, None,
+            "cut {cut}: a token before the page's last transaction"
+        );
+        assert_eq!(
+            records(&store).len(),
+            cut * CHUNK_EVENTS,
+            "cut {cut}: records after the stop"
+        );
+        assert_eq!(
+            state.events,
+            (cut * CHUNK_EVENTS) as u64,
+            "cut {cut}: event count after the stop"
+        );
+        drop(store);
+        let (mut d, api) = start(&dir);
+        wait_synced(&api).await;
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(WAIT), Some(0));
+
+        // An incremental page of n edits, stopped after `cut`.
+        let token = Store::open(&dir.path().join("store"))
+            .expect("open store")
+            .calendar(&key)
+            .expect("state")
+            .sync_token;
+        assert!(token.is_some(), "cut {cut}: no token after the full sync");
+        for (id, _, _) in emu.etags(CAL) {
+            emu.edit(
+                CAL,
+                Edit::Patch(id, json!({"summary": "second version"})),
+                false,
+            )
+            .await
+            .expect("patch");
+        }
+        let store = abort_after(&dir, cut);
+        let state = store.calendar(&key).expect("state");
+        assert_eq!(
+            state.sync_token, token,
+            "cut {cut}: the token moved before the page's last transaction"
+        );
+        assert_eq!(
+            records(&store).len(),
+            n + cut * CHUNK_EVENTS,
+            "cut {cut}: records after the second stop"
+        );
+        drop(store);
+        let (mut d, api) = start(&dir);
+        wait_synced(&api).await;
+        d.signal("TERM");
+        assert_eq!(d.wait_exit(WAIT), Some(0));
+
+        let store = Store::open(&dir.path().join("store")).expect("open store");
+        let all = records(&store);
+        let seqs: Vec<u64> = all.iter().map(|c| c.seq.get()).collect();
+        assert_eq!(
+            seqs,
+            (1..=2 * n as u64).collect::<Vec<_>>(),
+            "cut {cut}: seqs with a gap"
+        );
+        let mut per_event: HashMap<&str, Vec<ChangeKind>> = HashMap::new();
+        for c in &all {
+            per_event
+                .entry(c.event_id.as_str())
+                .or_default()
+                .push(c.change);
+        }
+        assert_eq!(per_event.len(), n, "cut {cut}: events reported");
+        for (id, kinds) in &per_event {
+            assert_eq!(
+                kinds,
+                &[ChangeKind::Created, ChangeKind::Updated],
+                "cut {cut}: records of {id}"
+            );
+        }
+        let state = store.calendar(&key).expect("state");
+        assert_eq!(state.events, n as u64, "cut {cut}: event count");
+        emu.shutdown().await;
+    }
+}
