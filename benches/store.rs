@@ -69,6 +69,7 @@ fn run(page: usize) {
                 updated: Some(NOW.clone()),
                 status: Some("confirmed".into()),
                 generation: 1,
+                last_change: Default::default(),
                 body,
             });
         }

@@ -65,14 +65,27 @@ impl Store {
 /// Splits a page into chunks by event, in the order of the page's change
 /// records (so in seq order), then the events without a record. Always at
 /// least one chunk, which may be empty (a state alone).
-fn chunks(page: PageWrite) -> Vec<Chunk> {
+fn chunks(mut page: PageWrite) -> Vec<Chunk> {
+    let mut upserts = std::mem::take(&mut page.upserts);
+    // Each version names its event's latest record of the page (a version
+    // the page restamps without a record keeps the one it had).
+    let latest: HashMap<&str, Seq> = page
+        .changes
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.seq))
+        .collect();
+    for e in &mut upserts {
+        if let Some(&seq) = latest.get(e.id.as_str()) {
+            e.last_change = e.last_change.max(seq);
+        }
+    }
     let mut order: Vec<&str> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     let ids = page
         .changes
         .iter()
         .map(|c| c.event_id.as_str())
-        .chain(page.upserts.iter().map(|e| e.id.as_str()))
+        .chain(upserts.iter().map(|e| e.id.as_str()))
         .chain(page.deletes.iter().map(String::as_str));
     for id in ids {
         index.entry(id).or_insert_with(|| {
@@ -84,7 +97,7 @@ fn chunks(page: PageWrite) -> Vec<Chunk> {
     let mut chunks: Vec<Chunk> = (0..order.len().div_ceil(CHUNK_EVENTS).max(1))
         .map(|_| Chunk::default())
         .collect();
-    for e in &page.upserts {
+    for e in &upserts {
         let live = EventStatus::of(e.status.as_deref()) == EventStatus::Live;
         chunks[of(&e.id)]
             .upserts

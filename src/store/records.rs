@@ -54,6 +54,10 @@ pub struct EventVersion {
     pub status: Option<String>,
     /// The full-sync generation that last listed it.
     pub generation: u64,
+    /// The seq of its latest change record, set by the store as it writes
+    /// the page; `Seq::ZERO` for versions stored before it was kept.
+    #[serde(default)]
+    pub last_change: Seq,
     /// The Event resource as Google returned it.
     pub body: RawJson,
 }

@@ -112,6 +112,7 @@ impl Listed<'_> {
             updated: self.head.updated.clone(),
             status: self.head.status.clone(),
             generation,
+            last_change: crate::store::Seq::ZERO, // set by the store
             body: self.item.clone(),
         }
     }
@@ -246,6 +247,7 @@ mod tests {
             updated: None,
             status: Some(status.into()),
             generation: 4,
+            last_change: crate::store::Seq::new(7),
             body: body(id, etag, status, summary, None).into(),
         }
     }

@@ -31,6 +31,7 @@ fn version(id: &str, etag: &str) -> EventVersion {
         updated: Some(stamp(*DETECTED - Duration::seconds(1))),
         status: Some("confirmed".into()),
         generation: 1,
+        last_change: Default::default(),
         body: json!({"id": id, "etag": etag, "summary": "s"}).into(),
     }
 }
@@ -103,7 +104,11 @@ fn every_tree_round_trips() {
     assert_eq!(ids, ["aaa", "bbb"]);
     assert_eq!(
         store.event(&cal, "bbb").expect("get"),
-        Some(version("bbb", "\"1\""))
+        Some(EventVersion {
+            last_change: Seq::new(2),
+            ..version("bbb", "\"1\"")
+        }),
+        "a version names the seq of its event's latest record"
     );
     let log = store.changes_after(Seq::ZERO, 10).expect("log");
     assert_eq!(log.iter().map(|c| c.seq.get()).collect::<Vec<_>>(), [1, 2]);
