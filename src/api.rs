@@ -40,6 +40,8 @@ pub struct Api {
     metrics: Metrics,
     /// Slots for long-polls that wait; see [`MAX_WAITING`].
     waiting: Arc<Semaphore>,
+    /// Slots for snapshots being streamed; see [`MAX_SNAPSHOTS`].
+    snapshots: Arc<Semaphore>,
 }
 
 /// Long-polls that may wait at once. Below the API's connection limit
@@ -47,6 +49,10 @@ pub struct Api {
 /// connections `/healthz`, `/metrics` and `status` need; one more gets a
 /// 429 with `Retry-After`.
 pub const MAX_WAITING: usize = 1024;
+
+/// Snapshots streamed at once (each reads the store on a blocking thread);
+/// one more gets a 429 with `Retry-After`.
+pub const MAX_SNAPSHOTS: usize = 16;
 
 impl Api {
     pub fn new(
@@ -67,6 +73,7 @@ impl Api {
             token,
             stop,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+            snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
         }
     }
 
@@ -86,8 +93,12 @@ impl Api {
                 Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
             },
             (&Method::GET, "/v1/calendars") => self.calendars(),
+            (&Method::GET, "/v1/snapshot") => match snapshot_query(&query) {
+                Ok(key) => self.snapshot(key),
+                Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
+            },
             (&Method::GET, "/metrics") => self.metrics(),
-            (_, "/healthz" | "/v1/changes" | "/v1/calendars" | "/metrics") => {
+            (_, "/healthz" | "/v1/changes" | "/v1/calendars" | "/v1/snapshot" | "/metrics") => {
                 http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
             }
             (_, path) => http::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
@@ -203,6 +214,34 @@ impl Api {
                 &format!("cannot read the feed: {e}"),
             ),
         }
+    }
+
+    /// `/v1/snapshot` of a running calendar (see `snapshot.rs`).
+    fn snapshot(&self, key: CalendarKey) -> Response {
+        if !self
+            .calendars
+            .contains(&crate::accounts::Watched::Events(key.clone()))
+        {
+            return http::error(
+                StatusCode::NOT_FOUND,
+                &format!("{key} is not a calendar this daemon follows"),
+            );
+        }
+        if let Some(reason) = self.feed.failure() {
+            return retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store is failing and the feed is paused: {reason}"),
+                "5",
+            );
+        }
+        let Ok(slot) = self.snapshots.clone().try_acquire_owned() else {
+            return retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("{MAX_SNAPSHOTS} snapshots are being sent already; retry shortly"),
+                "5",
+            );
+        };
+        crate::snapshot::stream(self.store.clone(), key, self.feed.head(), slot)
     }
 
     /// Prometheus scrape: gauges that depend on time or the store are
@@ -363,14 +402,26 @@ impl ChangesQuery {
     }
 }
 
+/// `account` and `calendar_id` of `/v1/snapshot`, checked.
+fn snapshot_query(q: &HashMap<String, String>) -> Result<CalendarKey, String> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "account" | "calendar_id"))
+    {
+        return Err(format!(
+            "unknown parameter {k:?}; use account and calendar_id"
+        ));
+    }
+    match (q.get("account"), q.get("calendar_id")) {
+        (Some(a), Some(c)) if !a.is_empty() && !c.is_empty() => Ok(CalendarKey::new(a, c)),
+        _ => Err("account and calendar_id are required".into()),
+    }
+}
+
+/// The query string, percent-decoded (calendar ids hold `@` and `#`).
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_string(), v.to_string())
-        })
+    form_urlencoded::parse(q.unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
 }
 

@@ -11,8 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode};
@@ -22,8 +23,18 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Response type of every handler.
-pub type Response = hyper::Response<Full<Bytes>>;
+/// Response type of every handler: a whole body, or one streamed
+/// ([`stream`]).
+pub type Response = hyper::Response<Body>;
+
+/// The body of a [`Response`].
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn whole(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// How long open connections get to finish after a stop.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -163,8 +174,32 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
 
 /// A response whose body is JSON text already.
 pub fn json_text(status: StatusCode, body: String) -> Response {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(whole(Bytes::from(body)));
     *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A 200 JSON response whose body is sent as it is produced (chunked):
+/// each `Ok` from `chunks` as it comes, until the sender is dropped. An
+/// `Err` cuts the connection, so the client sees a truncated body (and
+/// invalid JSON) rather than a complete-looking one.
+pub fn stream(chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>) -> Response {
+    struct Chunks(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+    impl hyper::body::Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data)))
+        }
+    }
+    let mut resp = Response::new(Chunks(chunks).boxed_unsync());
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
@@ -179,7 +214,7 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 
 /// An empty response with `status`.
 pub fn empty(status: StatusCode) -> Response {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(whole(Bytes::new()));
     *resp.status_mut() = status;
     resp
 }

@@ -7,8 +7,8 @@
 //!   [`config::ConfigText`] writes one.
 //! - [`daemon`]: the composition root (listeners, signals, reload, drain);
 //!   [`daemon::spawn`] starts it in-process.
-//! - [`api`]: the local API (`/healthz`, `/v1/changes`, `/v1/calendars`,
-//!   `/metrics`), and the client `status` uses.
+//! - [`api`]: the local API (`/healthz`, `/v1/changes`, `/v1/snapshot`,
+//!   `/v1/calendars`, `/metrics`), and the client `status` uses.
 //! - [`status`]: the `/v1/calendars` answer and the table `status` prints.
 //! - [`store`]: the sled store, the only module that sees sled.
 //! - [`emulator`]: a strict Google Calendar v3 emulator; [`demo`] runs the
@@ -24,7 +24,7 @@
 //! the engine lists changes through `google`, plans each page with the pure
 //! `sync::plan`, and hands it to the `feed` writer, which gives the records
 //! seqs, writes them to the store and publishes the durable head; `api`
-//! serves them. `supervisor` applies reloads and follows calendar lists
+//! serves them, and `snapshot` streams a calendar's stored events. `supervisor` applies reloads and follows calendar lists
 //! (`accounts` keeps the running calendars), `metrics` is Prometheus,
 //! `notify` talks to systemd, `tasks` makes a dead task stop the daemon.
 //! Items nothing outside the crate can reach are `pub(crate)`; the
@@ -48,6 +48,7 @@ pub(crate) mod notify;
 pub mod private_dir;
 pub mod rawjson;
 pub mod secret;
+pub(crate) mod snapshot;
 pub mod status;
 pub mod store;
 pub(crate) mod supervisor;

@@ -14,6 +14,7 @@ mod push;
 mod readme;
 mod resilience;
 mod retention;
+mod snapshot;
 mod store;
 mod store_damage;
 mod support;

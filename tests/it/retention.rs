@@ -119,7 +119,8 @@ async fn a_sink_that_has_not_passed_the_records_keeps_them() {
 }
 
 /// The README's consumer loop, started with cursor 0 against a feed whose
-/// first five records are gone, says so and saves cursor 5.
+/// first five records are gone, gets the 410, reloads the calendar from
+/// its snapshot (every event, with its etag) and goes on from its as_of.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs curl and jq; .ci/run installs them"]
 async fn the_readme_loop_moves_past_a_retention_gap() {
@@ -130,11 +131,12 @@ async fn the_readme_loop_moves_past_a_retention_gap() {
     let script = dir.write("loop.sh", &crate::readme::feed_loop());
     let cursor = dir.path().join("cursor");
     let err = dir.path().join("stderr");
+    let out = dir.path().join("stdout");
     let mut child = std::process::Command::new("sh")
         .arg(&script)
         .env("API", format!("http://{}", h.api))
         .env("CURSOR", &cursor)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("run the loop");
@@ -146,7 +148,26 @@ async fn the_readme_loop_moves_past_a_retention_gap() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(saved.trim(), "5");
+    assert_eq!(saved.trim(), "5", "the snapshot's as_of");
     let said = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(said.contains("missed records up to 5"), "{said}");
+    assert!(
+        said.contains("missed records up to 5: reloading from snapshots"),
+        "{said}"
+    );
+    let printed = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut loaded: Vec<String> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("snapshot primary "))
+        .map(String::from)
+        .collect();
+    loaded.sort();
+    let mut live: Vec<String> = h
+        .emu
+        .etags(CAL)
+        .into_iter()
+        .filter(|(_, _, cancelled)| !cancelled)
+        .map(|(id, etag, _)| format!("{id} {etag}"))
+        .collect();
+    live.sort();
+    assert_eq!(loaded, live, "the loop's reload; it printed:\n{printed}");
 }
