@@ -123,7 +123,7 @@ fn write_chunk(
     chunk: &Chunk,
     state: Option<&CalendarState>,
 ) -> Result<(), StoreError> {
-    let was_live = |old: Option<sled::IVec>| -> Result<i64, StoreError> {
+    let was_live = |key: &[u8], old: Option<sled::IVec>| -> Result<i64, StoreError> {
         #[derive(serde::Deserialize)]
         struct Status {
             status: Option<String>,
@@ -131,7 +131,7 @@ fn write_chunk(
         Ok(match old {
             None => 0,
             Some(v) => {
-                let s: Status = decode("events", cal_key, &v)?;
+                let s: Status = decode("events", key, &v)?;
                 i64::from(EventStatus::of(s.status.as_deref()) == EventStatus::Live)
             }
         })
@@ -142,10 +142,10 @@ fn write_chunk(
             let mut delta = 0i64;
             for (k, v, live) in &chunk.upserts {
                 let old = events.insert(k.as_slice(), v.as_slice())?;
-                delta += i64::from(*live) - was_live(old).map_err(abort)?;
+                delta += i64::from(*live) - was_live(k, old).map_err(abort)?;
             }
             for k in &chunk.deletes {
-                delta -= was_live(events.remove(k.as_slice())?).map_err(abort)?;
+                delta -= was_live(k, events.remove(k.as_slice())?).map_err(abort)?;
             }
             for (k, v) in &chunk.changes {
                 // A seq is written once: overwriting one would lose a change.

@@ -157,17 +157,11 @@ async fn sigkill_during_full_and_incremental_sync_loses_nothing() {
         assert_eq!(stored.get(id), Some(etag), "event {id} differs");
     }
     let mut reported: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-    let mut after = gcal_syncd::store::Seq::ZERO;
-    loop {
-        let batch = store.changes_after(after, 10_000).expect("feed");
-        let Some(last) = batch.last() else { break };
-        after = last.seq;
-        for c in batch {
-            reported
-                .entry(c.event_id.clone())
-                .or_default()
-                .push((format!("{:?}", c.change), c.etag.clone()));
-        }
+    for c in records(&store) {
+        reported
+            .entry(c.event_id.clone())
+            .or_default()
+            .push((format!("{:?}", c.change), c.etag.clone()));
     }
     for (id, etag) in &live {
         assert!(
@@ -198,6 +192,14 @@ fn records(store: &Store) -> Vec<gcal_syncd::store::ChangeRecord> {
         out.extend(batch);
     }
     out
+}
+
+/// Runs the daemon until the calendar is synced, then stops it cleanly.
+async fn sync_and_stop(dir: &TempDir) {
+    let (mut d, api) = start(dir);
+    wait_synced(&api).await;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT), Some(0));
 }
 
 /// Runs the daemon with the fail point that aborts it right after its
@@ -261,10 +263,7 @@ async fn a_stop_between_the_transactions_of_a_page_loses_and_doubles_nothing() {
             "cut {cut}: event count after the stop"
         );
         drop(store);
-        let (mut d, api) = start(&dir);
-        wait_synced(&api).await;
-        d.signal("TERM");
-        assert_eq!(d.wait_exit(WAIT), Some(0));
+        sync_and_stop(&dir).await;
 
         // An incremental page of n edits, stopped after `cut`.
         let token = Store::open(&dir.path().join("store"))
@@ -294,10 +293,7 @@ async fn a_stop_between_the_transactions_of_a_page_loses_and_doubles_nothing() {
             "cut {cut}: records after the second stop"
         );
         drop(store);
-        let (mut d, api) = start(&dir);
-        wait_synced(&api).await;
-        d.signal("TERM");
-        assert_eq!(d.wait_exit(WAIT), Some(0));
+        sync_and_stop(&dir).await;
 
         let store = Store::open(&dir.path().join("store")).expect("open store");
         let all = records(&store);
