@@ -58,7 +58,7 @@ fn run(page: usize) {
                 sequence: Some(0),
                 updated: Some(NOW.clone()),
                 changed_fields: vec![],
-                event: body.clone(),
+                event: gcal_syncd::store::Body::New(body.clone()),
                 previous: None,
                 detected_at: gcal_syncd::time::Timestamp::now(),
             });
@@ -70,7 +70,7 @@ fn run(page: usize) {
                 status: Some("confirmed".into()),
                 generation: 1,
                 last_change: Default::default(),
-                body,
+                body: gcal_syncd::store::Body::New(body),
             });
         }
         store

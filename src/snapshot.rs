@@ -26,7 +26,7 @@ use hyper::body::Bytes;
 use tokio::sync::mpsc;
 
 use crate::http::{self, Response};
-use crate::store::{CalendarKey, EventStatus, Seq, Store};
+use crate::store::{Body, CalendarKey, EventStatus, Seq, Store};
 
 /// Bytes gathered before a chunk is sent.
 const CHUNK: usize = 64 * 1024;
@@ -90,6 +90,10 @@ fn write(
             buf.push(b',');
         }
         first = false;
+        let body = match &v.body {
+            Body::Stored(id) => store.body(*id)?,
+            Body::New(json) => json.clone(),
+        };
         // Writing JSON into a Vec cannot fail.
         let _ = write!(
             buf,
@@ -97,7 +101,7 @@ fn write(
             serde_json::Value::from(v.id),
             serde_json::to_string(&v.etag).unwrap_or_default(),
             v.last_change,
-            v.body.get()
+            body.get()
         );
         if buf.len() >= CHUNK {
             send(&mut buf)?;

@@ -3,7 +3,7 @@
 //! non-ASCII), can make two keys collide or one calendar's prefix match
 //! another's events.
 
-use super::records::{CalendarKey, Seq};
+use super::records::{BodyId, CalendarKey, Seq};
 
 fn push_component(out: &mut Vec<u8>, part: &str) {
     out.extend_from_slice(&(part.len() as u32).to_be_bytes());
@@ -48,6 +48,20 @@ pub(super) fn seq(seq: Seq) -> [u8; 8] {
 /// `None` when it is not 8 bytes.
 pub(super) fn decode_seq(bytes: &[u8]) -> Option<Seq> {
     bytes.try_into().ok().map(u64::from_be_bytes).map(Seq::new)
+}
+
+/// Key of a body: big-endian, so bodies are written in key order.
+pub(super) fn body(id: BodyId) -> [u8; 8] {
+    id.get().to_be_bytes()
+}
+
+/// A `bodies` key back into its id.
+pub(super) fn decode_body(bytes: &[u8]) -> Option<BodyId> {
+    bytes
+        .try_into()
+        .ok()
+        .map(u64::from_be_bytes)
+        .map(BodyId::new)
 }
 
 #[cfg(test)]

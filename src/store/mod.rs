@@ -2,10 +2,15 @@
 //! imports sled; everything else sees [`Store`] and the plain records of
 //! [`records`].
 //!
-//! Trees: `meta` (schema version, seq floor, highest pruned seq), `calendars` (calendar key -> state and
-//! sync token), `events` (calendar key + event id -> version and body),
-//! `channels` (channel id -> channel), `changes` (big-endian seq -> change
-//! record) and `cursors` (sink name -> seq).
+//! Trees: `meta` (schema version, seq floor, highest pruned seq),
+//! `calendars` (calendar key -> state and sync token), `events` (calendar
+//! key + event id -> a small head: version fields and a body id,
+//! `heads.rs`), `bodies` (big-endian body id -> the Event JSON as Google
+//! sent it, written once, in key order), `changes` (big-endian seq ->
+//! change record, its bodies named by id; `log.rs` reads them back and
+//! frees bodies with retention), `channels` (channel id -> channel) and
+//! `cursors` (sink name -> seq). `migrate.rs` brings a schema-1 store,
+//! whose heads and records held the bodies themselves, to this layout.
 //!
 //! Beside sled's files, `head.json` (`marker.rs`) holds the store id and
 //! the highest durable seq, so that a store that lost data is detected at
@@ -17,26 +22,28 @@
 //! and stay as safe as one is in `page.rs`), and [`Store::flush`] makes it
 //! durable before it is relied on.
 
+mod heads;
 mod keys;
+mod log;
 mod marker;
+mod migrate;
 mod page;
 pub mod records;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::time::Timestamp;
-
+pub use log::BodyCheck;
 pub use page::CHUNK_EVENTS;
 pub use records::*;
 
 /// The store layout this build writes. Bump it with a migration when the
 /// encoding of any tree changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Set when a corrupt store was replaced: the feed's seqs continue above it.
 const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
@@ -103,10 +110,15 @@ struct Trees {
     /// Schema version, seq floor, highest pruned seq.
     meta: sled::Tree,
     calendars: sled::Tree,
+    /// Event heads (`heads.rs`).
     events: sled::Tree,
+    /// Body id -> the Event JSON as Google sent it (`log.rs`).
+    bodies: sled::Tree,
     channels: sled::Tree,
     changes: sled::Tree,
     cursors: sled::Tree,
+    /// The next body id: one above the highest stored.
+    next_body: AtomicU64,
     /// Calendar key -> 1 when Google refused push for it (poll-only). Kept
     /// apart from `calendars`, which the sync engine rewrites every page.
     poll_only: sled::Tree,
@@ -126,7 +138,10 @@ impl Store {
             Ok(db) => {
                 let trees = Trees::from_db(db, path, None)?;
                 match verify(&trees, path)? {
-                    Ok(id) => return Ok(Store::new(trees, id, path, None)),
+                    Ok(id) => {
+                        migrate::run(&trees)?;
+                        return Ok(Store::new(trees, id, path, None));
+                    }
                     Err(damage) => damage,
                 }
             }
@@ -319,7 +334,42 @@ fn write_marker(path: &Path, store_id: &str, head: Seq) -> Result<(), StoreError
     })
 }
 
+/// One above the highest body id stored (1 for none).
+fn next_body(bodies: &sled::Tree) -> Result<u64, StoreError> {
+    let last = bodies.last()?.and_then(|(k, _)| keys::decode_body(&k));
+    Ok(last.map_or(1, |b| b.get().saturating_add(1)))
+}
+
 impl Trees {
+    /// A fresh body id. Ids taken by a write that never reached the disk
+    /// are taken again after a restart, which is safe: nothing refers to
+    /// them.
+    fn next_body(&self) -> BodyId {
+        BodyId::new(self.next_body.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A test hook: with `GCAL_SYNCD_FAILPOINT=<name>:N` in the
+    /// environment, the process flushes and aborts (as a SIGKILL would stop
+    /// it, no destructor runs) the N-th time it passes the fail point
+    /// `name`: `abort_after_chunk` after each page transaction,
+    /// `abort_after_migration_batch` after each batch of the migration.
+    fn failpoint(&self, name: &str) {
+        static AT: OnceLock<Option<(String, usize)>> = OnceLock::new();
+        static PASSED: AtomicUsize = AtomicUsize::new(0);
+        let at = AT.get_or_init(|| {
+            let v = std::env::var("GCAL_SYNCD_FAILPOINT").ok()?;
+            let (name, n) = v.split_once(':')?;
+            Some((name.to_string(), n.parse().ok()?))
+        });
+        if let Some((at, n)) = at {
+            if at == name && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+                let _ = self.db.flush();
+                eprintln!("failpoint: aborting at {name} {n}");
+                std::process::abort();
+            }
+        }
+    }
+
     /// See [`Store::last_seq`].
     fn last_seq(&self) -> Result<Seq, StoreError> {
         let be = |v: Option<sled::IVec>| v.and_then(|v| keys::decode_seq(&v)).unwrap_or(Seq::ZERO);
@@ -360,10 +410,13 @@ impl Trees {
                 }
             }
         }
+        let bodies = db.open_tree("bodies")?;
         Ok(Trees {
             meta,
             calendars: db.open_tree("calendars")?,
             events: db.open_tree("events")?,
+            next_body: AtomicU64::new(next_body(&bodies)?),
+            bodies,
             channels: db.open_tree("channels")?,
             changes: db.open_tree("changes")?,
             cursors: db.open_tree("cursors")?,
@@ -419,123 +472,6 @@ impl Store {
             out.push((key, decode("calendars", &k, &v)?));
         }
         Ok(out)
-    }
-
-    // ----- events -----
-
-    pub fn event(
-        &self,
-        key: &CalendarKey,
-        event_id: &str,
-    ) -> Result<Option<EventVersion>, StoreError> {
-        let t = self.t()?;
-        let k = keys::event(key, event_id);
-        t.events
-            .get(&k)?
-            .map(|v| decode("events", &k, &v))
-            .transpose()
-    }
-
-    /// Every stored event of a calendar, in id order, read lazily.
-    pub fn events(
-        &self,
-        key: &CalendarKey,
-    ) -> Box<dyn Iterator<Item = Result<EventVersion, StoreError>> + Send> {
-        match self.t() {
-            Ok(t) => Box::new(t.events.scan_prefix(keys::calendar(key)).map(|item| {
-                let (k, v) = item?;
-                decode("events", &k, &v)
-            })),
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        }
-    }
-
-    /// Whether any event of the calendar is stored.
-    pub fn has_events(&self, key: &CalendarKey) -> Result<bool, StoreError> {
-        let t = self.t()?;
-        Ok(t.events
-            .scan_prefix(keys::calendar(key))
-            .next()
-            .transpose()?
-            .is_some())
-    }
-
-    // ----- changes -----
-
-    /// Up to `limit` change records with `seq > after`, ascending.
-    pub fn changes_after(&self, after: Seq, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
-        let t = self.t()?;
-        let start = keys::seq(after.next());
-        let mut out = Vec::new();
-        if after == Seq::MAX {
-            return Ok(out);
-        }
-        for item in t.changes.range(start..).take(limit) {
-            let (k, v) = item?;
-            out.push(decode("changes", &k, &v)?);
-        }
-        Ok(out)
-    }
-
-    /// The highest `seq` stored (0 for an empty log), the seq floor set
-    /// when a corrupt store was replaced, or the highest seq retention
-    /// removed, whichever is highest: the next record gets `last_seq() + 1`.
-    pub fn last_seq(&self) -> Result<Seq, StoreError> {
-        self.t()?.last_seq()
-    }
-
-    /// The highest seq that feed retention removed (0 when none was).
-    pub fn pruned_through(&self) -> Result<Seq, StoreError> {
-        let t = self.t()?;
-        Ok(t.meta
-            .get(PRUNED_KEY)?
-            .and_then(|v| keys::decode_seq(&v))
-            .unwrap_or(Seq::ZERO))
-    }
-
-    /// Removes up to `limit` of the oldest change records that were detected
-    /// before `cutoff` and have `seq <= max_seq`, and raises
-    /// [`Store::pruned_through`] to the last one, in one transaction.
-    /// Stops at the first record that is too young or too high; a record
-    /// whose age cannot be read is an error (it is never removed unread).
-    pub fn prune_changes(
-        &self,
-        cutoff: Timestamp,
-        max_seq: Seq,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        let t = self.t()?;
-        #[derive(serde::Deserialize)]
-        struct Age {
-            detected_at: Timestamp,
-        }
-        let mut doomed: Vec<sled::IVec> = Vec::new();
-        for item in t.changes.iter().take(limit) {
-            let (k, v) = item?;
-            let seq = keys::decode_seq(&k).unwrap_or(Seq::MAX);
-            let age: Age = decode("changes", &k, &v)?;
-            if seq > max_seq || age.detected_at >= cutoff {
-                break;
-            }
-            doomed.push(k);
-        }
-        let Some(last) = doomed.last() else {
-            return Ok(0);
-        };
-        let last = last.to_vec();
-        let result: Result<(), TransactionError<()>> =
-            (&t.changes, &t.meta).transaction(|(log, meta)| {
-                for k in &doomed {
-                    log.remove(k)?;
-                }
-                meta.insert(PRUNED_KEY, last.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        result.map_err(|e| match e {
-            TransactionError::Storage(e) => StoreError::from(e),
-            TransactionError::Abort(()) => StoreError::Backend("prune aborted".into()),
-        })?;
-        Ok(doomed.len())
     }
 
     // ----- channels -----

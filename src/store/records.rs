@@ -44,8 +44,41 @@ pub struct CalendarState {
     pub last_error: Option<String>,
 }
 
-/// The stored version of one event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The id of a stored event body: a counter that only grows, so bodies
+/// are written in key order. Bodies never change once written.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct BodyId(u64);
+
+impl BodyId {
+    pub const fn new(n: u64) -> BodyId {
+        BodyId(n)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for BodyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An event body in a version or record being written: one the store
+/// holds already (a version kept, an update's `previous`), or new JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Stored(BodyId),
+    New(RawJson),
+}
+
+/// The version of one event: its head as the store keeps it (the body is
+/// kept apart, once, and named by id), or one being written.
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventVersion {
     pub id: String,
     pub etag: Option<String>,
@@ -55,11 +88,11 @@ pub struct EventVersion {
     /// The full-sync generation that last listed it.
     pub generation: u64,
     /// The seq of its latest change record, set by the store as it writes
-    /// the page; `Seq::ZERO` for versions stored before it was kept.
-    #[serde(default)]
+    /// the page.
     pub last_change: Seq,
-    /// The Event resource as Google returned it.
-    pub body: RawJson,
+    /// The Event resource as Google returned it: always
+    /// [`Body::Stored`] when read from the store.
+    pub body: Body,
 }
 
 /// Whether an event is shown. Google marks a deleted event, or a hidden
@@ -128,8 +161,11 @@ impl std::fmt::Display for Seq {
 }
 
 /// One entry of the change feed (the contract of architecture.md §4).
+/// `B` is how the bodies of `event` and `previous` are held: JSON as the
+/// feed serves them, [`Body`] in a page being written, [`BodyId`] in the
+/// store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChangeRecord {
+pub struct ChangeRecord<B = RawJson> {
     pub seq: Seq,
     pub account: String,
     pub calendar_id: String,
@@ -139,9 +175,32 @@ pub struct ChangeRecord {
     pub sequence: Option<i64>,
     pub updated: Option<String>,
     pub changed_fields: Vec<String>,
-    pub event: RawJson,
-    pub previous: Option<RawJson>,
+    pub event: B,
+    pub previous: Option<B>,
     pub detected_at: Timestamp,
+}
+
+impl<B> ChangeRecord<B> {
+    /// The same record with its bodies mapped by `f`.
+    pub fn map_bodies<C, E>(
+        self,
+        mut f: impl FnMut(B) -> Result<C, E>,
+    ) -> Result<ChangeRecord<C>, E> {
+        Ok(ChangeRecord {
+            seq: self.seq,
+            account: self.account,
+            calendar_id: self.calendar_id,
+            event_id: self.event_id,
+            change: self.change,
+            etag: self.etag,
+            sequence: self.sequence,
+            updated: self.updated,
+            changed_fields: self.changed_fields,
+            event: f(self.event)?,
+            previous: self.previous.map(&mut f).transpose()?,
+            detected_at: self.detected_at,
+        })
+    }
 }
 
 /// Life of a push channel as we see it.
@@ -171,7 +230,8 @@ pub struct ChannelRecord {
     pub confirmed: bool,
 }
 
-/// Everything one page of `events.list` changes, written in one transaction.
+/// Everything one page of `events.list` changes (see `page.rs` for how it
+/// is written).
 #[derive(Debug, Clone)]
 pub struct PageWrite {
     pub calendar: CalendarKey,
@@ -179,8 +239,8 @@ pub struct PageWrite {
     pub upserts: Vec<EventVersion>,
     /// Event ids to remove.
     pub deletes: Vec<String>,
-    /// Change records, `seq` already assigned by the feed writer.
-    pub changes: Vec<ChangeRecord>,
+    /// Change records, `seq` assigned by the feed writer.
+    pub changes: Vec<ChangeRecord<Body>>,
     /// The calendar's new state (the sync token on the last page).
     pub state: CalendarState,
 }

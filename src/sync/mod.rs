@@ -197,7 +197,7 @@ fn tombstone_record(
     key: &CalendarKey,
     stored: crate::store::EventVersion,
     now: crate::time::Timestamp,
-) -> crate::store::ChangeRecord {
+) -> crate::store::ChangeRecord<crate::store::Body> {
     let tombstone =
         serde_json::json!({ "kind": "calendar#event", "id": stored.id, "status": "cancelled" });
     crate::store::ChangeRecord {
@@ -210,7 +210,7 @@ fn tombstone_record(
         sequence: None,
         updated: None,
         changed_fields: vec![],
-        event: tombstone.into(),
+        event: crate::store::Body::New(tombstone.into()),
         previous: Some(stored.body),
         detected_at: now,
     }

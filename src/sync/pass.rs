@@ -283,7 +283,11 @@ impl Engine {
                     stored.insert(id, v);
                 }
             }
-            plan::plan(&key, items, &stored, generation, now)
+            let mut bodies = HashMap::new();
+            for id in plan::bodies_wanted(items.iter().map(|(h, _)| h), &stored) {
+                bodies.insert(id, store.body(id)?);
+            }
+            plan::plan(&key, items, &stored, &bodies, generation, now)
                 .map_err(|plan::Unusable(what)| PassError::UnusableItem(what))
         })
         .await

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::google::EventHead;
 use crate::rawjson::RawJson;
-use crate::store::{CalendarKey, ChangeKind, ChangeRecord, EventStatus, EventVersion};
+use crate::store::{
+    Body, BodyId, CalendarKey, ChangeKind, ChangeRecord, EventStatus, EventVersion,
+};
 use crate::time::Timestamp;
 
 use super::changed_fields;
@@ -17,7 +19,7 @@ use super::changed_fields;
 pub(super) struct Plan {
     pub upserts: Vec<EventVersion>,
     pub deletes: Vec<String>,
-    pub changes: Vec<ChangeRecord>,
+    pub changes: Vec<ChangeRecord<Body>>,
     /// Every id this page listed.
     pub touched: HashSet<String>,
 }
@@ -41,13 +43,34 @@ pub(super) fn wanted<'a>(heads: impl IntoIterator<Item = &'a EventHead>) -> Hash
         .collect()
 }
 
+/// The stored bodies [`plan`] needs, of the `stored` versions: those of
+/// live events listed with another etag, whose fields it diffs.
+pub(super) fn bodies_wanted<'a>(
+    heads: impl IntoIterator<Item = &'a EventHead>,
+    stored: &HashMap<String, EventVersion>,
+) -> Vec<BodyId> {
+    heads
+        .into_iter()
+        .filter_map(|h| {
+            let old = stored.get(h.id.as_deref()?)?;
+            let live = EventStatus::of(old.status.as_deref()) == EventStatus::Live;
+            match &old.body {
+                Body::Stored(id) if live && old.etag != h.etag => Some(*id),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Plans one page. `stored` holds the versions of [`wanted`] ids the store
-/// has (absent: never seen, or removed); `generation` is set in full syncs,
-/// where every listed event is stamped with it; `now` is `detected_at`.
+/// has (absent: never seen, or removed), and `bodies` the stored bodies of
+/// [`bodies_wanted`]; `generation` is set in full syncs, where every listed
+/// event is stamped with it; `now` is `detected_at`.
 pub(super) fn plan(
     key: &CalendarKey,
     items: Vec<(EventHead, RawJson)>,
     stored: &HashMap<String, EventVersion>,
+    bodies: &HashMap<BodyId, RawJson>,
     generation: Option<u64>,
     now: Timestamp,
 ) -> Result<Plan, Unusable> {
@@ -71,6 +94,7 @@ pub(super) fn plan(
             id: &id,
             head: &head,
             item,
+            bodies,
             now,
         };
         let after = if EventStatus::of(head.status.as_deref()) == EventStatus::Cancelled {
@@ -100,6 +124,7 @@ struct Listed<'a> {
     id: &'a str,
     head: &'a EventHead,
     item: RawJson,
+    bodies: &'a HashMap<BodyId, RawJson>,
     now: Timestamp,
 }
 
@@ -113,16 +138,16 @@ impl Listed<'_> {
             status: self.head.status.clone(),
             generation,
             last_change: crate::store::Seq::ZERO, // set by the store
-            body: self.item.clone(),
+            body: Body::New(self.item.clone()),
         }
     }
 
     fn record(
         &self,
         change: ChangeKind,
-        previous: Option<RawJson>,
+        previous: Option<Body>,
         changed_fields: Vec<String>,
-    ) -> ChangeRecord {
+    ) -> ChangeRecord<Body> {
         ChangeRecord {
             seq: crate::store::Seq::ZERO, // assigned by the feed writer
             account: self.key.account.clone(),
@@ -133,10 +158,21 @@ impl Listed<'_> {
             sequence: self.head.sequence,
             updated: self.head.updated.clone(),
             changed_fields,
-            event: self.item.clone(),
+            event: Body::New(self.item.clone()),
             previous,
             detected_at: self.now,
         }
+    }
+
+    /// The top-level fields that differ between `old` and this item
+    /// (every field, if the caller did not read `old`).
+    fn changed_fields(&self, old: &Body) -> Vec<String> {
+        let old = match old {
+            Body::New(json) => Some(json),
+            Body::Stored(id) => self.bodies.get(id),
+        };
+        let old = old.map_or(serde_json::Value::Null, RawJson::to_value);
+        changed_fields(&old, &self.item.to_value())
     }
 
     /// A cancelled item: a deleted event, or a hidden occurrence of a
@@ -206,10 +242,7 @@ impl Listed<'_> {
             Some(old) => {
                 let (kind, fields) = match EventStatus::of(old.status.as_deref()) {
                     EventStatus::Cancelled => (ChangeKind::Created, vec![]),
-                    EventStatus::Live => (
-                        ChangeKind::Updated,
-                        changed_fields(&old.body.to_value(), &self.item.to_value()),
-                    ),
+                    EventStatus::Live => (ChangeKind::Updated, self.changed_fields(&old.body)),
                 };
                 let previous = (kind == ChangeKind::Updated).then_some(old.body);
                 plan.changes.push(self.record(kind, previous, fields));
@@ -248,7 +281,9 @@ mod tests {
             status: Some(status.into()),
             generation: 4,
             last_change: crate::store::Seq::new(7),
-            body: body(id, etag, status, summary, None).into(),
+            // As a page that wrote it before holds it: the planner diffs
+            // it as it would a body read for it.
+            body: Body::New(body(id, etag, status, summary, None).into()),
         }
     }
 
@@ -305,7 +340,7 @@ mod tests {
             .into_iter()
             .filter(|(id, _)| want.contains(id))
             .collect();
-        show(&plan(&key, items, &stored, generation, now()).expect("plannable"))
+        show(&plan(&key, items, &stored, &HashMap::new(), generation, now()).expect("plannable"))
     }
 
     #[test]
@@ -393,7 +428,7 @@ mod tests {
         ] {
             let items = vec![item(json!({"id": "ok", "etag": "e"})), item(v)];
             assert_eq!(
-                plan(&key, items, &stored, None, now()).map(|_| ()),
+                plan(&key, items, &stored, &HashMap::new(), None, now()).map(|_| ()),
                 Err(Unusable(what))
             );
         }
@@ -408,6 +443,7 @@ mod tests {
             &key,
             vec![item(body("A", "e2", "confirmed", "new", None))],
             &stored,
+            &HashMap::new(),
             None,
             now(),
         )
@@ -417,11 +453,11 @@ mod tests {
             (r.account.as_str(), r.calendar_id.as_str(), r.detected_at),
             ("acct", "cal", now())
         );
-        assert_eq!(r.event.to_value()["summary"], "new");
-        assert_eq!(
-            r.previous.as_ref().map(|b| b.to_value()),
-            Some(before.body.to_value())
-        );
+        let Body::New(event) = &r.event else {
+            panic!("the listed body is new")
+        };
+        assert_eq!(event.to_value()["summary"], "new");
+        assert_eq!(r.previous, Some(before.body));
         assert_eq!(r.etag.as_deref(), Some("e2"));
     }
 }

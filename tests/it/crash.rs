@@ -17,7 +17,7 @@ use gcal_syncd::config::ConfigText;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn config(dir: &TempDir, api_root: &str) {
+pub(crate) fn config(dir: &TempDir, api_root: &str) {
     let text = ConfigText::new("emu", "sa.json")
         .log_level("info")
         .google(api_root)
@@ -29,7 +29,7 @@ fn config(dir: &TempDir, api_root: &str) {
     dir.write("config.toml", &text.render());
 }
 
-fn start(dir: &TempDir) -> (Daemon, String) {
+pub(crate) fn start(dir: &TempDir) -> (Daemon, String) {
     let mut d = Daemon::spawn(&["run", "--config", "config.toml"], dir.path());
     let line = d.wait_for_line("gcal-syncd started", Duration::from_secs(30));
     (d, Daemon::field(&line, "api"))
@@ -54,7 +54,7 @@ async fn wait_pages(api: &str, pages: u64) {
     .await;
 }
 
-async fn wait_synced(api: &str) {
+pub(crate) async fn wait_synced(api: &str) {
     emu::wait_until_async("an idle calendar with a sync token", WAIT, || async {
         let c = calendar(api).await;
         (c["state"] == "idle" && c["has_sync_token"] == true).then_some(())
@@ -182,7 +182,7 @@ async fn sigkill_during_full_and_incremental_sync_loses_nothing() {
 }
 
 /// Every change record of a calendar, from the store, in seq order.
-fn records(store: &Store) -> Vec<gcal_syncd::store::ChangeRecord> {
+pub(crate) fn records(store: &Store) -> Vec<gcal_syncd::store::ChangeRecord> {
     let mut out = Vec::new();
     let mut after = gcal_syncd::store::Seq::ZERO;
     loop {
@@ -296,6 +296,18 @@ async fn a_stop_between_the_transactions_of_a_page_loses_and_doubles_nothing() {
         sync_and_stop(&dir).await;
 
         let store = Store::open(&dir.path().join("store")).expect("open store");
+        // Each event's first body (its created record's, and its update's
+        // previous) and second (its update's, and its head): stored once.
+        assert_eq!(
+            store.check_bodies().expect("bodies"),
+            gcal_syncd::store::BodyCheck {
+                stored: 2 * n,
+                referenced: 2 * n,
+                dangling: 0,
+                unreferenced: 0
+            },
+            "cut {cut}: bodies"
+        );
         let all = records(&store);
         let seqs: Vec<u64> = all.iter().map(|c| c.seq.get()).collect();
         assert_eq!(

@@ -9,6 +9,7 @@ mod emulator_cli;
 mod harness;
 mod lifecycle;
 mod listeners;
+mod migrate;
 mod ops;
 mod push;
 mod readme;

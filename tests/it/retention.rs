@@ -171,3 +171,106 @@ async fn the_readme_loop_moves_past_a_retention_gap() {
     live.sort();
     assert_eq!(loaded, live, "the loop's reload; it printed:\n{printed}");
 }
+
+async fn head(h: &Harness) -> u64 {
+    metric(&h.scrape().await, "gcal_syncd_feed_head_seq", &[]) as u64
+}
+
+async fn insert_id(h: &Harness, body: serde_json::Value) -> String {
+    h.emu
+        .edit(CAL, Edit::Insert(body), true)
+        .await
+        .expect("insert")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+async fn edit(h: &Harness, e: Edit) {
+    h.emu.edit(CAL, e, true).await.expect("edit");
+}
+
+/// How far retention has removed records (0 while it has removed none).
+async fn pruned_through(h: &Harness) -> u64 {
+    match h.get("/v1/changes?after=0").await {
+        (410, body) => body["pruned_through"].as_u64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Stops the daemon and checks its store's bodies against what refers to
+/// them; `bodies` is how many there must be, when known.
+async fn check_bodies(h: &mut Harness, bodies: Option<usize>) {
+    h.stop_daemon().await;
+    {
+        let store = gcal_syncd::store::Store::open(&h.dir.path().join("store")).expect("store");
+        let check = store.check_bodies().expect("check");
+        assert_eq!(
+            (check.dangling, check.unreferenced),
+            (0, 0),
+            "bodies: {check:?}"
+        );
+        if let Some(n) = bodies {
+            assert_eq!((check.stored, check.referenced), (n, n), "{check:?}");
+        }
+    }
+    h.start_daemon().await;
+}
+
+/// Retention removes a body once nothing refers to it: not its event's
+/// head, nor a record kept. Through updates, deletions, occurrences of a
+/// series hidden and shown again (before and after their deletion's record
+/// is removed), the store holds exactly the bodies something refers to.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_frees_exactly_the_bodies_nothing_refers_to() {
+    use gcal_syncd::emulator::dates;
+    let mut h = short_retention("retention-bodies").await;
+    h.wait_idle_with_token(WAIT).await;
+    let monday = dates::winter_monday();
+    let a = insert_id(&h, event("a", 3)).await;
+    let b = insert_id(&h, event("b", 4)).await;
+    let series = insert_id(
+        &h,
+        json!({"summary": "daily", "recurrence": ["RRULE:FREQ=DAILY;COUNT=5"],
+        "start": {"dateTime": dates::at(monday, 9, 0), "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": dates::at(monday, 9, 30), "timeZone": "Europe/Berlin"}}),
+    )
+    .await;
+    emu::wait_until_async("3 created", WAIT, || async {
+        (head(&h).await >= 3).then_some(())
+    })
+    .await;
+    let first = format!("{series}{}", dates::instance_suffix(monday, 1, 8));
+    let second = format!("{series}{}", dates::instance_suffix(monday, 2, 8));
+    edit(&h, Edit::Patch(a.clone(), json!({"summary": "a2"}))).await;
+    edit(&h, Edit::Delete(b)).await;
+    edit(&h, Edit::Delete(first.clone())).await;
+    edit(&h, Edit::Delete(second.clone())).await;
+    emu::wait_until_async("7 records", WAIT, || async {
+        (head(&h).await >= 7).then_some(())
+    })
+    .await;
+    assert_eq!(head(&h).await, 7, "3 created, 1 updated, 3 deleted");
+    // Whatever retention removed so far, nothing dangles or is left over.
+    check_bodies(&mut h, None).await;
+
+    // Shown again, probably while its deletion's record is kept.
+    let restore = |id: &str| Edit::Patch(id.to_string(), json!({"status": "confirmed"}));
+    edit(&h, restore(&second)).await;
+    emu::wait_until_async("every record removed", WAIT, || async {
+        (pruned_through(&h).await >= 8).then_some(())
+    })
+    .await;
+    // Shown again after its deletion's record was removed; a live event
+    // deleted after its creation's record was.
+    edit(&h, restore(&first)).await;
+    edit(&h, Edit::Delete(a)).await;
+    emu::wait_until_async("the last records removed", WAIT, || async {
+        (pruned_through(&h).await >= 10).then_some(())
+    })
+    .await;
+    assert_eq!(head(&h).await, 10, "2 more created, 1 more deleted");
+    // Left: the series and its two occurrences shown again, no record.
+    assert_eq!(h.wait_idle_with_token(WAIT).await["events"], 3);
+    check_bodies(&mut h, Some(3)).await;
+}

@@ -32,11 +32,11 @@ fn version(id: &str, etag: &str) -> EventVersion {
         status: Some("confirmed".into()),
         generation: 1,
         last_change: Default::default(),
-        body: json!({"id": id, "etag": etag, "summary": "s"}).into(),
+        body: Body::New(json!({"id": id, "etag": etag, "summary": "s"}).into()),
     }
 }
 
-fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
+fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord<Body> {
     ChangeRecord {
         seq: Seq::new(seq),
         account: cal.account.clone(),
@@ -47,7 +47,7 @@ fn change(seq: u64, cal: &CalendarKey, id: &str) -> ChangeRecord {
         sequence: Some(0),
         updated: None,
         changed_fields: vec![],
-        event: json!({"id": id}).into(),
+        event: version(id, "\"1\"").body,
         previous: None,
         detected_at: (*DETECTED).into(),
     }
@@ -102,15 +102,41 @@ fn every_tree_round_trips() {
     assert_eq!(store.calendars().expect("cals").len(), 1);
     let ids: Vec<String> = store.events(&cal).map(|e| e.expect("event").id).collect();
     assert_eq!(ids, ["aaa", "bbb"]);
+    let bbb = store.event(&cal, "bbb").expect("get").expect("stored");
+    let Body::Stored(body) = bbb.body else {
+        panic!("a stored version names its body")
+    };
     assert_eq!(
-        store.event(&cal, "bbb").expect("get"),
-        Some(EventVersion {
+        EventVersion {
+            body: version("bbb", "\"1\"").body,
+            ..bbb
+        },
+        EventVersion {
             last_change: Seq::new(2),
             ..version("bbb", "\"1\"")
-        }),
+        },
         "a version names the seq of its event's latest record"
     );
+    assert_eq!(
+        Body::New(store.body(body).expect("body")),
+        version("bbb", "\"1\"").body
+    );
     let log = store.changes_after(Seq::ZERO, 10).expect("log");
+    assert_eq!(
+        Body::New(log[1].event.clone()),
+        version("bbb", "\"1\"").body,
+        "a record serves its body"
+    );
+    assert_eq!(
+        store.check_bodies().expect("check"),
+        BodyCheck {
+            stored: 2,
+            referenced: 2,
+            dangling: 0,
+            unreferenced: 0
+        },
+        "a body the version and its record both hold is stored once"
+    );
     assert_eq!(log.iter().map(|c| c.seq.get()).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(
         store.changes_after(Seq::new(1), 10).expect("log")[0].event_id,
@@ -206,7 +232,11 @@ fn a_newer_schema_is_refused() {
     }
     let err = Store::open(&path).err().expect("refused");
     let msg = err.to_string();
-    assert!(msg.contains("schema version 2, newer than 1"), "{msg}");
+    let want = format!(
+        "schema version {}, newer than {SCHEMA_VERSION}",
+        SCHEMA_VERSION + 1
+    );
+    assert!(msg.contains(&want), "{msg}");
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
 

@@ -140,6 +140,14 @@ impl Daemon {
         }
     }
 
+    /// The first line read so far that contains `needle`.
+    pub fn logged(&self, needle: &str) -> Option<&str> {
+        self.log
+            .iter()
+            .find(|l| l.contains(needle))
+            .map(String::as_str)
+    }
+
     /// The value of `key=` in a log line.
     pub fn field(line: &str, key: &str) -> String {
         let start = line
