@@ -3,6 +3,8 @@
 //! latency). Run: `cargo bench --bench sync`. Prints markdown rows.
 //! `BENCH_WRAP=heaptrack cargo bench --bench sync p3` runs P3's daemon under
 //! a wrapper command (a profiler); the rate and RSS are then the wrapper's.
+//! P3 also reports CPU time per event and the store's bytes on disk per
+//! event; `BENCH_P3_EVENTS=300000` changes its calendar's size.
 
 mod common;
 
@@ -298,7 +300,12 @@ async fn p2() {
 /// events/s persisted and its peak RSS.
 async fn p3() {
     let emu = emulator().await;
-    emu.bulk_insert(CAL, (0..100_000).map(event)).expect("bulk");
+    // BENCH_P3_EVENTS shows whether the peak grows with the calendar.
+    let n: usize = std::env::var("BENCH_P3_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    emu.bulk_insert(CAL, (0..n).map(event)).expect("bulk");
     let dir = temp_dir("p3");
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let api = probe.local_addr().expect("addr").to_string();
@@ -327,7 +334,7 @@ async fn p3() {
         .expect("spawn");
     loop {
         let c = calendar(&http, &api).await;
-        if c["events"] == 100_000 && c["has_sync_token"] == true {
+        if c["events"] == n && c["has_sync_token"] == true {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -342,7 +349,54 @@ async fn p3() {
         .trim_start_matches("VmHWM:")
         .trim()
         .to_string();
-    let _ = child.kill();
+    let cpu = cpu_seconds(child.id());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
-    println!("| P3 full sync of 100000 events (process start to stored sync token) | {:.2} s | {:.0} events/s | peak RSS {hwm} |", took.as_secs_f64(), 100_000.0 / took.as_secs_f64());
+    let disk = dir_bytes(&dir);
+    println!(
+        "| P3 full sync of {n} events (process start to stored sync token) | {:.2} s | {:.0} events/s | peak RSS {hwm} | {:.1} us CPU/event | {:.2} KB/event on disk |",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        cpu * 1e6 / n as f64,
+        disk as f64 / 1024.0 / n as f64
+    );
+}
+
+/// User + system CPU time of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    let per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    ticks / per_second
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }

@@ -140,9 +140,9 @@ impl StatusBoard {
 }
 
 /// Writes a final `deleted` record for every event of a calendar that left
-/// the configuration, removes its events and forgets its sync token, as
-/// one page (so in transactions of `store::CHUNK_EVENTS` events, the state
-/// last). Returns the number of records.
+/// the configuration, removes its events and forgets its sync token, in
+/// pages of [`PURGE_PAGE`] events (so that a big calendar is never held in
+/// memory whole), the state last. Returns the number of records.
 pub(crate) async fn purge_calendar(
     store: &crate::store::Store,
     feed: &crate::feed::Feed,
@@ -150,29 +150,44 @@ pub(crate) async fn purge_calendar(
 ) -> Result<usize, crate::store::StoreError> {
     use crate::store::{CalendarState, PageWrite};
     let now = crate::time::Timestamp::now();
-    let mut deletes = Vec::new();
-    let mut changes = Vec::new();
-    for event in store.events(key) {
-        let event = event?;
-        let hidden = crate::store::EventStatus::of(event.status.as_deref())
-            == crate::store::EventStatus::Cancelled;
-        deletes.push(event.id.clone());
-        if hidden {
-            continue; // a hidden occurrence was reported when it was hidden
+    let kept = store.calendar(key)?;
+    let mut n = 0;
+    loop {
+        // Each page removes what it read, so the next scan starts past it.
+        let mut deletes = Vec::new();
+        let mut changes = Vec::new();
+        for event in store.events(key).take(PURGE_PAGE) {
+            let event = event?;
+            let hidden = crate::store::EventStatus::of(event.status.as_deref())
+                == crate::store::EventStatus::Cancelled;
+            deletes.push(event.id.clone());
+            if hidden {
+                continue; // a hidden occurrence was reported when it was hidden
+            }
+            changes.push(tombstone_record(key, event, now));
         }
-        changes.push(tombstone_record(key, event, now));
+        let last = deletes.len() < PURGE_PAGE;
+        n += changes.len();
+        feed.apply(PageWrite {
+            calendar: key.clone(),
+            upserts: vec![],
+            deletes,
+            changes,
+            state: if last {
+                CalendarState::default()
+            } else {
+                kept.clone()
+            },
+        })
+        .await?;
+        if last {
+            return Ok(n);
+        }
     }
-    let n = changes.len();
-    feed.apply(PageWrite {
-        calendar: key.clone(),
-        upserts: vec![],
-        deletes,
-        changes,
-        state: CalendarState::default(),
-    })
-    .await?;
-    Ok(n)
 }
+
+/// Events per page when a removed calendar is purged.
+const PURGE_PAGE: usize = 2500;
 
 /// Delay before retrying after failure number `attempt` (1, 2, ...): `base`
 /// doubling up to 5 minutes, +-20% jitter; a longer `Retry-After` from

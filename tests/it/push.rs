@@ -515,6 +515,51 @@ async fn sighup_adds_and_removes_calendars_without_a_restart() {
     assert_eq!(cals["calendars"].as_array().map(Vec::len), Some(1));
 }
 
+/// A removed calendar bigger than one purge page (2500 events) gets one
+/// final `deleted` record per event, and its events and token are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_removed_calendar_is_purged_page_by_page() {
+    const N: usize = 2600;
+    let mut h = Harness::start("purge-big", Setup::default()).await;
+    h.emu
+        .bulk_insert(
+            CAL,
+            (0..N as u32).map(|i| event(&format!("e{i}"), 1 + i % 28)),
+        )
+        .expect("bulk");
+    h.emu
+        .edit(CAL, Edit::Insert(event("last", 2)), true)
+        .await
+        .expect("insert");
+    let created = h
+        .wait_changes("every event", 0, WAIT, |c| c.len() > N)
+        .await;
+    let team = h
+        .emu
+        .create_calendar(CAL, None, "Team", "Europe/Paris")
+        .expect("calendar");
+    h.set_calendars(&[&team]).await;
+    let removed = h
+        .wait_changes("the final deletes", last_seq(&created), WAIT, |c| {
+            c.len() > N
+        })
+        .await;
+    let mut ids: Vec<&str> = removed
+        .iter()
+        .filter(|r| r["change"] == "deleted" && r["calendar_id"] == "primary")
+        .filter_map(|r| r["event_id"].as_str())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), removed.len()), (N + 1, N + 1));
+    h.stop_daemon().await;
+    let store = gcal_syncd::store::Store::open(&h.dir.path().join("store")).expect("store");
+    let key = gcal_syncd::store::CalendarKey::new("emu", "primary");
+    assert_eq!(store.events(&key).count(), 0, "events left");
+    let state = store.calendar(&key).expect("state");
+    assert_eq!((state.sync_token, state.events), (None, 0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn calendars_all_follows_calendars_that_appear_and_disappear() {
     // An hour between polls: only the calendarList channel can bring news in time.
