@@ -3,8 +3,9 @@
 //! A page is written as a few sled transactions of at most
 //! [`CHUNK_EVENTS`] events each, not as one: a transaction's cost grows
 //! with its size, and its writes are held in memory until it commits. All
-//! writes of one event (its version or removal and its change records) go
-//! in the same transaction, and the calendar's state from the page (the
+//! writes of one event (its head or its removal, its new body, its change
+//! records, and the freeing of a body it let go of) go in the same
+//! transaction, and the calendar's state from the page (the
 //! new sync token, on the last page) only in the last one.
 //!
 //! Why this is exactly as crash-safe as one transaction per page: a crash
