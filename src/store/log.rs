@@ -46,13 +46,6 @@ impl Trees {
         })?;
         decode("bodies", &k, &bytes)
     }
-
-    /// The stored record at `k`, its bodies read.
-    fn record(&self, k: &[u8], v: &[u8]) -> Result<ChangeRecord, StoreError> {
-        let stored: ChangeRecord<BodyId> = decode("changes", k, v)?;
-        let seq = stored.seq;
-        stored.map_bodies(|id| self.body(id, &|| format!("change record {seq}")))
-    }
 }
 
 impl Store {
@@ -64,18 +57,47 @@ impl Store {
     /// Up to `limit` change records with `seq > after`, ascending, with
     /// their bodies.
     pub fn changes_after(&self, after: Seq, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
+        let all = |_: &str, _: &str| true;
+        Ok(self
+            .changes_matching(after, Seq::MAX, limit, limit, &all)?
+            .0)
+    }
+
+    /// Up to `limit` change records with `after < seq <= upto` whose
+    /// account and calendar id `wanted` accepts, ascending, with their
+    /// bodies (read only for those); at most `scan` records are looked at.
+    /// Also returns the last seq looked at (`after` when none was): a
+    /// reader continues after it.
+    pub fn changes_matching(
+        &self,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+        scan: usize,
+        wanted: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(Vec<ChangeRecord>, Seq), StoreError> {
         let t = self.t()?;
+        let mut out = Vec::new();
+        let mut through = after;
         if after == Seq::MAX {
-            return Ok(Vec::new());
+            return Ok((out, through));
         }
-        t.changes
-            .range(keys::seq(after.next())..)
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                t.record(&k, &v)
-            })
-            .collect()
+        for item in t.changes.range(keys::seq(after.next())..).take(scan) {
+            let (k, v) = item?;
+            let r: ChangeRecord<BodyId> = decode("changes", &k, &v)?;
+            if r.seq > upto {
+                break;
+            }
+            through = r.seq;
+            if wanted(&r.account, &r.calendar_id) {
+                let seq = r.seq;
+                out.push(r.map_bodies(|id| t.body(id, &|| format!("change record {seq}")))?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, through))
     }
 
     /// The highest `seq` stored (0 for an empty log), the seq floor set

@@ -6,6 +6,7 @@ mod config_check;
 mod crash;
 mod demo;
 mod emulator_cli;
+mod filters;
 mod harness;
 mod lifecycle;
 mod listeners;

@@ -1,8 +1,9 @@
 //! The local API on `api.listen`: the change feed (`/v1/changes`, with
-//! long-poll), the calendars (`/v1/calendars`), health, and the client that
-//! `gcal-syncd status` uses. Reads only; never mutates sync or channel state.
+//! long-poll and filters by account and calendar), snapshots, the calendars
+//! (`/v1/calendars`), health, and the client that `gcal-syncd status` uses.
+//! Reads only; never mutates sync or channel state. `query.rs` parses and
+//! checks the query strings.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,10 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+mod query;
+
+use query::{parse_query, snapshot_query, ChangesQuery};
 
 use crate::accounts::Calendars;
 use crate::feed::Feed;
@@ -21,10 +26,6 @@ use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus}
 use crate::store::{CalendarKey, Seq, Store};
 use crate::sync::StatusBoard;
 use crate::time::Timestamp;
-
-const DEFAULT_LIMIT: usize = 1000;
-const MAX_LIMIT: usize = 10_000;
-const MAX_WAIT_SECS: u64 = 60;
 
 /// What the API handler reads.
 #[derive(Clone)]
@@ -53,6 +54,10 @@ pub const MAX_WAITING: usize = 1024;
 /// Snapshots streamed at once (each reads the store on a blocking thread);
 /// one more gets a 429 with `Retry-After`.
 pub const MAX_SNAPSHOTS: usize = 16;
+
+/// Records a filtered read looks at per request, so that a filter that
+/// matches little never has one request scan the whole feed.
+const MAX_SCAN: usize = 10_000;
 
 impl Api {
     pub fn new(
@@ -149,71 +154,118 @@ impl Api {
         }
     }
 
+    /// `/v1/changes`: the records after `q.after` (of the filter's
+    /// calendars), up to the published head; with `wait`, held until one
+    /// arrives. `next` is the last seq looked at, so a filtered reader
+    /// moves past records it does not want.
     async fn changes(&self, q: ChangesQuery) -> Response {
-        if q.wait > Duration::ZERO && self.feed.head() <= q.after {
-            let Ok(_slot) = self.waiting.clone().try_acquire_owned() else {
-                return retry_after(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!("{MAX_WAITING} long-polls are waiting already; retry shortly"),
-                    "1",
-                );
-            };
-            let mut head = self.feed.subscribe();
-            let arrived = async {
-                while *head.borrow_and_update() <= q.after {
-                    if head.changed().await.is_err() {
-                        return;
+        let deadline = tokio::time::Instant::now() + q.wait;
+        let mut cursor = q.after;
+        let mut slot = None;
+        loop {
+            // Only durable records are served: a failed write can leave
+            // records above the head in the store's memory.
+            let head = self.feed.head();
+            if head > cursor {
+                let (changes, through) = match self.read(&q, cursor, head) {
+                    Ok(read) => read,
+                    Err(answer) => return *answer,
+                };
+                cursor = through;
+                // A filter that matched nothing in a full scan answers at
+                // once, so that the reader's cursor moves on.
+                let more = through < head;
+                if !changes.is_empty() || q.wait.is_zero() || more {
+                    return self.answer(&changes, cursor);
+                }
+            } else if q.wait.is_zero() {
+                return self.answer(&[], cursor);
+            }
+            if slot.is_none() {
+                match self.waiting.clone().try_acquire_owned() {
+                    Ok(s) => slot = Some(s),
+                    Err(_) => {
+                        return retry_after(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            &format!("{MAX_WAITING} long-polls are waiting already; retry shortly"),
+                            "1",
+                        )
                     }
                 }
+            }
+            let mut heads = self.feed.subscribe();
+            let arrived = async {
+                while *heads.borrow_and_update() <= cursor {
+                    if heads.changed().await.is_err() {
+                        return false;
+                    }
+                }
+                true
             };
-            tokio::select! {
-                _ = arrived => {}
-                _ = tokio::time::sleep(q.wait) => {}
-                _ = self.stop.cancelled() => {}
+            let arrived = tokio::select! {
+                a = arrived => a,
+                _ = tokio::time::sleep_until(deadline) => false,
+                _ = self.stop.cancelled() => false,
+            };
+            if !arrived {
+                return self.answer(&[], cursor);
             }
         }
-        // Only durable records are served: a failed write can leave records
-        // above the head in the store's memory, and their seqs are not final.
-        let head = self.feed.head();
+    }
+
+    /// One read of the feed for [`Api::changes`]: the records and the last
+    /// seq looked at, or the answer to give instead (410 behind retention,
+    /// 503 while the store fails, 500).
+    fn read(
+        &self,
+        q: &ChangesQuery,
+        cursor: Seq,
+        head: Seq,
+    ) -> Result<(Vec<crate::store::ChangeRecord>, Seq), Box<Response>> {
+        let filter = |account: &str, calendar: &str| q.filter.matches(account, calendar);
+        let scan = if q.filter.is_empty() {
+            q.limit
+        } else {
+            MAX_SCAN
+        };
         // Retention only removes the oldest records, so reading the floor
-        // after the records tells whether any record after `after` was gone.
+        // after the records tells whether any record after `cursor` was gone.
         let read = self
             .store
-            .changes_after(q.after, q.limit)
+            .changes_matching(cursor, head, q.limit, scan, &filter)
             .and_then(|c| Ok((c, self.store.pruned_through()?)));
         match read {
-            Ok((_, pruned)) if q.after < pruned => http::json(
+            Ok((_, pruned)) if cursor < pruned => Err(Box::new(http::json(
                 StatusCode::GONE,
                 &json!({
                     "error": format!(
-                        "records up to seq {pruned} were removed by feed.retention, so the feed after {} is incomplete; \
-                         re-read the state you mirror from Google, then continue with after={pruned}",
-                        q.after
+                        "records up to seq {pruned} were removed by feed.retention, so the feed after {cursor} is incomplete; \
+                         re-read the state you mirror from Google, then continue with after={pruned}"
                     ),
                     "pruned_through": pruned,
                     "store_id": self.store.id(),
                 }),
-            ),
-            Ok((mut changes, _)) => {
-                changes.retain(|c| c.seq <= head);
-                let next = changes.last().map_or(q.after, |c| c.seq);
-                http::json(
-                    StatusCode::OK,
-                    &json!({ "changes": changes, "next": next, "store_id": self.store.id() }),
-                )
-            }
+            ))),
+            Ok((read, _)) => Ok(read),
             // sled fails reads too after a write error, until the writer's
             // reopen: tell readers to come back rather than that it broke.
-            Err(e) if self.feed.failure().is_some() => retry_after(
+            Err(e) if self.feed.failure().is_some() => Err(Box::new(retry_after(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the store is failing and the feed is paused: {e}"),
                 "5",
-            ),
-            Err(e) => http::error(
+            ))),
+            Err(e) => Err(Box::new(http::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("cannot read the feed: {e}"),
-            ),
+            ))),
         }
+    }
+
+    fn answer(&self, changes: &[crate::store::ChangeRecord], next: Seq) -> Response {
+        http::json(
+            StatusCode::OK,
+            &json!({ "changes": changes, "next": next, "store_id": self.store.id() }),
+        )
     }
 
     /// `/v1/snapshot` of a running calendar (see `snapshot.rs`).
@@ -355,74 +407,6 @@ fn channel_of(
             expires_at: c.expiration_ms.and_then(Timestamp::from_millis),
             confirmed: c.confirmed,
         })
-}
-
-/// `after`, `limit` and `wait` of `/v1/changes`, checked.
-struct ChangesQuery {
-    after: Seq,
-    limit: usize,
-    wait: Duration,
-}
-
-impl ChangesQuery {
-    fn parse(q: &HashMap<String, String>) -> Result<ChangesQuery, String> {
-        for k in q.keys() {
-            if !matches!(k.as_str(), "after" | "limit" | "wait") {
-                return Err(format!(
-                    "unknown parameter {k:?}; use after, limit and wait"
-                ));
-            }
-        }
-        let num = |name: &str, default: u64| -> Result<u64, String> {
-            match q.get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .map_err(|_| format!("{name} must be a non-negative integer, got {v:?}")),
-            }
-        };
-        let after = num("after", 0)?;
-        let limit = num("limit", DEFAULT_LIMIT as u64)?;
-        if !(1..=MAX_LIMIT as u64).contains(&limit) {
-            return Err(format!(
-                "limit must be between 1 and {MAX_LIMIT}, got {limit}"
-            ));
-        }
-        let wait = num("wait", 0)?;
-        if wait > MAX_WAIT_SECS {
-            return Err(format!(
-                "wait must be between 0 and {MAX_WAIT_SECS} seconds, got {wait}"
-            ));
-        }
-        Ok(ChangesQuery {
-            after: Seq::new(after),
-            limit: limit as usize,
-            wait: Duration::from_secs(wait),
-        })
-    }
-}
-
-/// `account` and `calendar_id` of `/v1/snapshot`, checked.
-fn snapshot_query(q: &HashMap<String, String>) -> Result<CalendarKey, String> {
-    if let Some(k) = q
-        .keys()
-        .find(|k| !matches!(k.as_str(), "account" | "calendar_id"))
-    {
-        return Err(format!(
-            "unknown parameter {k:?}; use account and calendar_id"
-        ));
-    }
-    match (q.get("account"), q.get("calendar_id")) {
-        (Some(a), Some(c)) if !a.is_empty() && !c.is_empty() => Ok(CalendarKey::new(a, c)),
-        _ => Err("account and calendar_id are required".into()),
-    }
-}
-
-/// The query string, percent-decoded (calendar ids hold `@` and `#`).
-fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    form_urlencoded::parse(q.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
 }
 
 /// `gcal-syncd status`: the calendars of the daemon at `addr`.
