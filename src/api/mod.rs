@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod query;
+mod stream;
 
 use query::{parse_query, snapshot_query, ChangesQuery};
 
@@ -97,15 +98,30 @@ impl Api {
                 Ok(q) => self.changes(q).await,
                 Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
             },
+            (&Method::GET, "/v1/changes/stream") => {
+                let last = req
+                    .headers()
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap_or("?"));
+                match ChangesQuery::parse(&query).and_then(|mut q| {
+                    q.after = stream::resume_from(last, q.after)?;
+                    Ok(q)
+                }) {
+                    Ok(q) => self.stream(q),
+                    Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
+                }
+            }
             (&Method::GET, "/v1/calendars") => self.calendars(),
             (&Method::GET, "/v1/snapshot") => match snapshot_query(&query) {
                 Ok(key) => self.snapshot(key),
                 Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
             },
             (&Method::GET, "/metrics") => self.metrics(),
-            (_, "/healthz" | "/v1/changes" | "/v1/calendars" | "/v1/snapshot" | "/metrics") => {
-                http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
-            }
+            (
+                _,
+                "/healthz" | "/v1/changes" | "/v1/changes/stream" | "/v1/calendars"
+                | "/v1/snapshot" | "/metrics",
+            ) => http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
             (_, path) => http::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
         }
     }
@@ -266,6 +282,30 @@ impl Api {
             StatusCode::OK,
             &json!({ "changes": changes, "next": next, "store_id": self.store.id() }),
         )
+    }
+
+    /// `/v1/changes/stream` (see `stream.rs`): refused like a long-poll
+    /// when the cursor is behind retention, the store is failing, or every
+    /// waiting slot is taken (a stream holds one).
+    fn stream(&self, q: ChangesQuery) -> Response {
+        if let Some(reason) = self.feed.failure() {
+            return retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store is failing and the feed is paused: {reason}"),
+                "5",
+            );
+        }
+        if let Err(answer) = self.read(&q, q.after, Seq::ZERO) {
+            return *answer;
+        }
+        let Ok(slot) = self.waiting.clone().try_acquire_owned() else {
+            return retry_after(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("{MAX_WAITING} long-polls and streams are open already; retry shortly"),
+                "1",
+            );
+        };
+        stream::start(self.clone(), q, slot)
     }
 
     /// `/v1/snapshot` of a running calendar (see `snapshot.rs`).

@@ -19,6 +19,7 @@ mod retention;
 mod snapshot;
 mod store;
 mod store_damage;
+mod stream;
 mod support;
 mod sync;
 mod systemd;

@@ -1,0 +1,168 @@
+//! `GET /v1/changes/stream`: the feed as Server-Sent Events. One event per
+//! record (`id: <seq>`, `data: <record JSON>`), from `after=` or the
+//! `Last-Event-ID` a reconnecting `EventSource` sends, with the same
+//! filters as `/v1/changes`; a comment every [`KEEP_ALIVE`] while nothing
+//! happens, so that proxies keep the connection and the client notices a
+//! dead one. Only published (durable) records are sent.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::query::ChangesQuery;
+use super::Api;
+use crate::http::{self, Response};
+use crate::store::{ChangeRecord, Seq};
+
+/// How often a comment is sent on an idle stream.
+pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Records read per turn.
+const BATCH: usize = 100;
+/// Records a filtered turn looks at, at most.
+const SCAN: usize = 10_000;
+
+/// Starts the stream for a request whose cursor was checked (not behind
+/// retention); `slot` is held while it runs.
+pub(super) fn start(api: Api, q: ChangesQuery, slot: OwnedSemaphorePermit) -> Response {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let _slot = slot;
+        run(api, q, tx).await;
+    });
+    let mut resp = http::stream(rx);
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn run(api: Api, q: ChangesQuery, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+    let send = |text: String| {
+        let tx = tx.clone();
+        async move { tx.send(Ok(Bytes::from(text))).await.is_ok() }
+    };
+    // The retry delay a browser uses to reconnect, and a first byte.
+    if !send("retry: 2000\n: gcal-syncd feed\n\n".into()).await {
+        return;
+    }
+    let mut cursor = q.after;
+    let mut heads = api.feed.subscribe();
+    let scan = if q.filter.is_empty() { BATCH } else { SCAN };
+    loop {
+        let head = *heads.borrow_and_update();
+        if head > cursor {
+            let wanted = |a: &str, c: &str| q.filter.matches(a, c);
+            let read = api
+                .store
+                .changes_matching(cursor, head, BATCH, scan, &wanted)
+                .and_then(|r| Ok((r, api.store.pruned_through()?)));
+            let text = match read {
+                Ok((_, pruned)) if cursor < pruned => {
+                    // The reader fell behind retention while connected.
+                    let _ = send(format!(
+                        "event: gone\ndata: {{\"pruned_through\":{pruned}}}\n\n"
+                    ))
+                    .await;
+                    return;
+                }
+                Ok(((records, through), _)) => {
+                    cursor = through;
+                    events(&records)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change stream cut: cannot read the feed");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            if !text.is_empty() && !send(text).await {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(KEEP_ALIVE) => {
+                if !send(": keep-alive\n\n".into()).await {
+                    return;
+                }
+            }
+            _ = tx.closed() => return,
+            _ = api.stop.cancelled() => return,
+        }
+    }
+}
+
+/// The records as SSE events. A body's JSON may hold line breaks (it is
+/// kept as Google sent it): each line goes in its own `data:` field, which
+/// the client joins back with `\n`.
+fn events(records: &[ChangeRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        let json = serde_json::to_string(r).unwrap_or_default();
+        let _ = writeln!(out, "id: {}", r.seq);
+        for line in json.split('\n') {
+            let _ = writeln!(out, "data: {}", line.trim_end_matches('\r'));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The cursor a stream starts from: `Last-Event-ID` (a reconnecting
+/// client's) over `after=`.
+pub(super) fn resume_from(last_event_id: Option<&str>, after: Seq) -> Result<Seq, String> {
+    match last_event_id.map(str::trim) {
+        None | Some("") => Ok(after),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Seq::new)
+            .map_err(|_| format!("Last-Event-ID must be a seq, got {v:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_with_line_breaks_becomes_several_data_lines() {
+        let r = ChangeRecord {
+            seq: Seq::new(7),
+            account: "a".into(),
+            calendar_id: "c".into(),
+            event_id: "e".into(),
+            change: crate::store::ChangeKind::Created,
+            etag: None,
+            sequence: None,
+            updated: None,
+            changed_fields: vec![],
+            event: serde_json::from_str("{\n  \"id\": \"e\"\n}").expect("json"),
+            previous: None,
+            detected_at: crate::time::Timestamp::now(),
+        };
+        let text = events(&[r]);
+        assert!(text.starts_with("id: 7\ndata: {"), "{text}");
+        assert!(text.ends_with("\n\n"), "{text}");
+        let data: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let v: serde_json::Value = serde_json::from_str(&data).expect("the data is the record");
+        assert_eq!(v["event"]["id"], "e");
+        assert!(text
+            .lines()
+            .all(|l| l.is_empty() || l.starts_with("id: ") || l.starts_with("data: ")));
+    }
+
+    #[test]
+    fn last_event_id_wins_over_after() {
+        assert_eq!(resume_from(Some("12"), Seq::new(3)), Ok(Seq::new(12)));
+        assert_eq!(resume_from(None, Seq::new(3)), Ok(Seq::new(3)));
+        assert!(resume_from(Some("x"), Seq::ZERO).is_err());
+    }
+}
