@@ -13,6 +13,8 @@
 //! Each runs in a child process so that its peak RSS is its own.
 //! Run: `cargo bench --bench layouts`. Prints markdown rows.
 
+mod common;
+
 use std::time::Instant;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -108,12 +110,7 @@ fn run(layout: &str) {
         db.flush().expect("flush");
     }
     let took = t.elapsed();
-    let hwm = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
-        .unwrap_or_default();
+    let hwm = common::peak_rss(None);
     println!(
         "| sled alone, {layout}, pages of {PAGE} | {:.2} s | {:.0} events/s | peak RSS {hwm} |",
         took.as_secs_f64(),

@@ -6,6 +6,8 @@
 //! process so that its peak RSS is its own.
 //! Run: `cargo bench --bench store`. Prints markdown rows.
 
+mod common;
+
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -85,12 +87,7 @@ fn run(page: usize) {
         store.flush_blocking().expect("flush");
     }
     let took = t.elapsed();
-    let hwm = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
-        .unwrap_or_default();
+    let hwm = common::peak_rss(None);
     println!(
         "| store alone: {EVENTS} events + records, pages of {page} | {:.2} s | {:.0} events/s | peak RSS {hwm} | {} MB on disk |",
         took.as_secs_f64(),

@@ -340,15 +340,7 @@ async fn p3() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = t.elapsed();
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap_or("VmHWM: ? kB")
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .to_string();
+    let hwm = peak_rss(Some(child.id()));
     let cpu = cpu_seconds(child.id());
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -27,6 +27,19 @@ pub fn event(i: usize) -> Value {
     })
 }
 
+/// The peak RSS (`VmHWM`) of process `pid`, or of this one, as
+/// `/proc` writes it ("123456 kB").
+pub fn peak_rss(pid: Option<u32>) -> String {
+    let path = pid.map_or("/proc/self/status".to_string(), |p| {
+        format!("/proc/{p}/status")
+    });
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map_or("? kB".into(), |v| v.trim().to_string())
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gcal-syncd-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

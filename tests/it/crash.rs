@@ -29,6 +29,21 @@ pub(crate) fn config(dir: &TempDir, api_root: &str) {
     dir.write("config.toml", &text.render());
 }
 
+/// An emulator whose calendar holds `n` events, and a directory with the
+/// daemon's configuration for it.
+pub(crate) async fn calendar_of(n: usize, name: &str) -> (gcal_syncd::emulator::Emulator, TempDir) {
+    let emu = emu::start_default().await;
+    emu.bulk_insert(
+        CAL,
+        (0..n as u32).map(|i| event(&format!("e{i}"), 1 + i % 28)),
+    )
+    .expect("bulk");
+    let dir = TempDir::new(name);
+    dir.write("sa.json", &emu.service_account_json());
+    config(&dir, &emu.api_root());
+    (emu, dir)
+}
+
 pub(crate) fn start(dir: &TempDir) -> (Daemon, String) {
     let mut d = Daemon::spawn(&["run", "--config", "config.toml"], dir.path());
     let line = d.wait_for_line("gcal-syncd started", Duration::from_secs(30));
@@ -230,15 +245,7 @@ async fn a_stop_between_the_transactions_of_a_page_loses_and_doubles_nothing() {
     let n = 2 * CHUNK_EVENTS + 100; // three transactions per page
     let key = CalendarKey::new("emu", "primary");
     for cut in 1..=2 {
-        let emu = emu::start_default().await;
-        emu.bulk_insert(
-            CAL,
-            (0..n as u32).map(|i| event(&format!("e{i}"), 1 + i % 28)),
-        )
-        .expect("bulk");
-        let dir = TempDir::new("page-cut");
-        dir.write("sa.json", &emu.service_account_json());
-        config(&dir, &emu.api_root());
+        let (emu, dir) = calendar_of(n, "page-cut").await;
         let text = std::fs::read_to_string(dir.path().join("config.toml")).expect("config");
         dir.write(
             "config.toml",

@@ -9,8 +9,8 @@ use gcal_syncd::emulator::Edit;
 use gcal_syncd::store::{BodyCheck, CalendarKey, Store};
 use serde_json::{json, Value};
 
-use crate::crash::{config, records, start, wait_synced};
-use crate::emu::{self, event};
+use crate::crash::{calendar_of, records, start, wait_synced};
+use crate::emu;
 use crate::harness::CAL;
 use crate::support::{Daemon, TempDir};
 
@@ -138,15 +138,7 @@ fn abort_after_batch(dir: &TempDir, batch: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schema_1_store_is_migrated_in_place_resumably_without_records_or_resync() {
-    let emu = emu::start_default().await;
-    emu.bulk_insert(
-        CAL,
-        (0..N as u32).map(|i| event(&format!("e{i}"), 1 + i % 28)),
-    )
-    .expect("bulk");
-    let dir = TempDir::new("migrate");
-    dir.write("sa.json", &emu.service_account_json());
-    config(&dir, &emu.api_root());
+    let (emu, dir) = calendar_of(N, "migrate").await;
     let before = schema_1_store(&emu, &dir).await;
 
     // Stopped in the heads (after 2 batches of 3), then in the records
