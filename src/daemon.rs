@@ -135,6 +135,7 @@ pub async fn run(
         &tasks,
         metrics.clone(),
     )?;
+    crate::sinks::start(&config.sinks, &store, &feed, &tasks, &stop);
     let board = StatusBoard::default();
     let starter = Starter::new(
         &config,

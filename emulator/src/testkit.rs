@@ -248,6 +248,7 @@ pub fn event(summary: &str, day: u32) -> Value {
 pub struct Ping {
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
+    pub body: Vec<u8>,
 }
 
 impl Ping {
@@ -259,7 +260,7 @@ impl Ping {
     }
 }
 
-/// A loopback HTTP server that records pings and answers with the next
+/// A loopback HTTP server that records requests (pings, webhook posts) and answers with the next
 /// status of `statuses` (the last one repeats).
 pub struct Receiver {
     pub url: String,
@@ -285,16 +286,17 @@ impl Receiver {
                     .iter()
                     .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
                     .collect();
-                let body_len = req
+                let body = req
                     .into_body()
                     .collect()
                     .await
-                    .map(|b| b.to_bytes().len())
-                    .unwrap_or(0);
-                record
-                    .lock()
-                    .expect("lock")
-                    .push(Ping { headers, body_len });
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                record.lock().expect("lock").push(Ping {
+                    headers,
+                    body_len: body.len(),
+                    body,
+                });
                 let status = {
                     let mut s = statuses.lock().expect("lock");
                     if s.len() > 1 {

@@ -431,8 +431,27 @@ impl Validator<'_> {
             }
         };
         let secret = match &raw.secret_file {
+            None if matches!(target, Some(SinkTarget::Webhook(_))) => {
+                self.src.error(
+                    s.span(),
+                    &key("secret_file"),
+                    "is required for a webhook sink (a Standard Webhooks secret, whsec_ + base64)",
+                );
+                None
+            }
             None => Some(None),
-            Some(f) => self.secret_file(f, &key("secret_file")).map(Some),
+            Some(f) => match self.secret_file(f, &key("secret_file")) {
+                Some(secret) if matches!(target, Some(SinkTarget::Webhook(_))) => {
+                    match crate::sinks::Signer::new(secret.expose()) {
+                        Ok(_) => Some(Some(secret)),
+                        Err(why) => {
+                            self.src.error_at(f, &key("secret_file"), why);
+                            None
+                        }
+                    }
+                }
+                other => other.map(Some),
+            },
         };
         Some(Sink {
             name: name?,

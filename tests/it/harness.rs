@@ -51,6 +51,10 @@ impl Default for Setup {
     }
 }
 
+/// The secret in `webhook.secret` beside every harness's configuration,
+/// for sinks: the Standard Webhooks specification's example.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 /// A running emulator and daemon.
 pub struct Harness {
     pub emu: Emulator,
@@ -71,6 +75,7 @@ impl Harness {
         let emu = emu::start(setup.emulator.clone()).await;
         let dir = TempDir::new(name);
         dir.write("sa.json", &emu.service_account_json());
+        dir.write("webhook.secret", WEBHOOK_SECRET);
         if setup.pushless {
             emu.set_push_supported(CAL, false).expect("pushless");
         }

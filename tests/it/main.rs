@@ -16,6 +16,7 @@ mod push;
 mod readme;
 mod resilience;
 mod retention;
+mod sinks;
 mod snapshot;
 mod store;
 mod store_damage;

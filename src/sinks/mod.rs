@@ -1,0 +1,178 @@
+//! Push delivery of the feed to `[[sinks]]`. One task per sink owns its
+//! cursor: it reads the records after it, delivers them as one batch,
+//! and moves the cursor (durably, in the store) only once the receiver
+//! acknowledged; until then it retries the same batch with backoff, so a
+//! sink sees every record at least once and in order. A slow or dead sink
+//! holds only its own task: syncing and other sinks go on, and feed
+//! retention keeps what it has not acknowledged.
+//!
+//! Built so far: webhooks, signed as Standard Webhooks (`sign.rs`).
+
+mod sign;
+mod webhook;
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Sink, SinkTarget};
+use crate::feed::Feed;
+use crate::store::{ChangeRecord, Seq, Store};
+
+pub(crate) use sign::Signer;
+
+/// Records per delivery.
+const BATCH_MAX: usize = 100;
+/// How long a receiver may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest wait between attempts of one batch.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Why a batch was not acknowledged.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The receiver answered 410 Gone: it wants no more.
+    Gone,
+    /// Anything else: retried.
+    Failed(String),
+}
+
+/// Starts a delivery task for every sink this version delivers to.
+pub(crate) fn start(
+    sinks: &[Sink],
+    store: &Store,
+    feed: &Feed,
+    tasks: &crate::tasks::Tasks,
+    stop: &CancellationToken,
+) {
+    for sink in sinks {
+        match &sink.target {
+            SinkTarget::Webhook(url) => {
+                let Some(secret) = &sink.secret else { continue };
+                let signer = match Signer::new(secret.expose()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // The configuration check refuses this; never here.
+                        tracing::error!(sink = %sink.name, error = %e, "sink not started");
+                        continue;
+                    }
+                };
+                let deliver = webhook::Webhook::new(url.clone(), signer, store.id(), TIMEOUT);
+                let task = run(
+                    sink.name.clone(),
+                    store.clone(),
+                    feed.clone(),
+                    deliver,
+                    stop.clone(),
+                );
+                tasks.spawn(format!("sink {}", sink.name), stop, task);
+            }
+            SinkTarget::Command(_) => {
+                tracing::warn!(sink = %sink.name, "command sinks are not delivered by this version yet");
+            }
+        }
+    }
+}
+
+/// Delivers the feed to one sink until the daemon stops or the receiver
+/// says 410 Gone.
+async fn run(
+    name: String,
+    store: Store,
+    feed: Feed,
+    deliver: webhook::Webhook,
+    stop: CancellationToken,
+) {
+    let mut cursor = match store.cursor(&name) {
+        Ok(c) => c.unwrap_or(Seq::ZERO),
+        Err(e) => {
+            tracing::error!(sink = %name, error = %e, "cannot read the sink's cursor; not delivering");
+            return;
+        }
+    };
+    tracing::info!(sink = %name, cursor = cursor.get(), "sink delivering");
+    let mut heads = feed.subscribe();
+    loop {
+        let head = *heads.borrow_and_update();
+        if head <= cursor {
+            tokio::select! {
+                changed = heads.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+            continue;
+        }
+        let all = |_: &str, _: &str| true;
+        let batch = match store.changes_matching(cursor, head, BATCH_MAX, BATCH_MAX, &all) {
+            Ok((batch, _)) => batch,
+            Err(e) => {
+                tracing::warn!(sink = %name, error = %e, "cannot read the feed for the sink; retrying");
+                if sleep_or_stop(RETRY_FIRST, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(last) = batch.last().map(|r| r.seq) else {
+            continue;
+        };
+        match deliver_until_acknowledged(&name, &deliver, &batch, &stop).await {
+            Some(Ok(())) => {}
+            Some(Err(())) => return,
+            None => return,
+        }
+        cursor = last;
+        if let Err(e) = store.set_cursor(&name, cursor) {
+            // Delivered again after a restart, never lost.
+            tracing::warn!(sink = %name, error = %e, "cannot store the sink's cursor");
+        }
+    }
+}
+
+/// Retries `batch` with backoff until the receiver acknowledges it:
+/// Some(Ok) when it did, Some(Err) when it answered 410 Gone (the sink is
+/// then disabled), None when the daemon stops.
+async fn deliver_until_acknowledged(
+    name: &str,
+    deliver: &webhook::Webhook,
+    batch: &[ChangeRecord],
+    stop: &CancellationToken,
+) -> Option<Result<(), ()>> {
+    let mut delay = RETRY_FIRST;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = tokio::select! {
+            r = deliver.send(batch) => r,
+            _ = stop.cancelled() => return None,
+        };
+        match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(sink = %name, attempts = attempt, "sink accepts deliveries again");
+                }
+                return Some(Ok(()));
+            }
+            Err(Refused::Gone) => {
+                tracing::error!(sink = %name, first_seq = batch[0].seq.get(), "SINK DISABLED: the receiver answered 410 Gone; it gets nothing more until the daemon restarts");
+                return Some(Err(()));
+            }
+            Err(Refused::Failed(why)) => {
+                let wait = crate::sync::jitter(delay, 0.2);
+                tracing::warn!(sink = %name, error = %why, attempt, retry_in = ?wait, first_seq = batch[0].seq.get(), "sink delivery failed; retrying");
+                if sleep_or_stop(wait, stop).await {
+                    return None;
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Sleeps `d`; true when the daemon stops first.
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.cancelled() => true,
+    }
+}

@@ -1,0 +1,103 @@
+//! `[[sinks]]` of type webhook: every change reaches the receiver once it
+//! acknowledges, in order, signed as Standard Webhooks, retried with the
+//! same `webhook-id` while it fails, and not again after a restart.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use gcal_syncd::emulator::Edit;
+use serde_json::Value;
+
+use crate::emu::{event, Ping, Receiver};
+use crate::harness::{Harness, Setup, CAL, WEBHOOK_SECRET};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Checks a delivery's signature the way a receiver does, with ring and
+/// base64 directly (not the daemon's signer).
+fn verify(p: &Ping, secret: &str) -> bool {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("key");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let (Some(id), Some(ts), Some(sig)) = (
+        p.header("webhook-id"),
+        p.header("webhook-timestamp"),
+        p.header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", &p.body].concat();
+    sig.split(' ').any(|s| {
+        s.strip_prefix("v1,")
+            .and_then(|s| b64.decode(s).ok())
+            .is_some_and(|tag| ring::hmac::verify(&key, &signed, &tag).is_ok())
+    })
+}
+
+fn seqs(p: &Ping) -> Vec<u64> {
+    let body: Value = serde_json::from_slice(&p.body).expect("json");
+    body["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter_map(|c| c["seq"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_gets_every_change_in_order_signed_and_retried_until_acknowledged() {
+    // The first two attempts fail, every later one is acknowledged.
+    let receiver = Receiver::start(vec![500, 503, 200]).await;
+    let tail = format!(
+        "[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\n",
+        receiver.url
+    );
+    let tail: &'static str = Box::leak(tail.into_boxed_str());
+    let mut h = Harness::start(
+        "sink-webhook",
+        Setup {
+            tail,
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..3 {
+        h.emu
+            .edit(CAL, Edit::Insert(event(&format!("s{i}"), 2)), true)
+            .await
+            .expect("insert");
+    }
+    let feed = h.wait_changes("3 records", 0, WAIT, |c| c.len() >= 3).await;
+    let want: Vec<u64> = feed.iter().filter_map(|c| c["seq"].as_u64()).collect();
+    let got = receiver
+        .wait_for("every record acknowledged", WAIT, |p| {
+            p.len() > 2 && p[2..].iter().flat_map(seqs).count() >= want.len()
+        })
+        .await;
+    assert!(
+        got.iter().all(|p| verify(p, WEBHOOK_SECRET)),
+        "a bad signature"
+    );
+    assert!(!verify(&got[0], "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    // The failed attempts carried the first batch, under one id.
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert_eq!(got[1].header("webhook-id"), got[2].header("webhook-id"));
+    assert_eq!(seqs(&got[0]), seqs(&got[2]));
+    let acknowledged: Vec<u64> = got[2..].iter().flat_map(seqs).collect();
+    assert_eq!(acknowledged, want, "each record once, in order");
+
+    // The cursor is durable: after a restart only new records are sent.
+    h.stop_daemon().await;
+    let before = receiver.pings().len();
+    h.start_daemon().await;
+    h.emu
+        .edit(CAL, Edit::Insert(event("after restart", 3)), true)
+        .await
+        .expect("insert");
+    let got = receiver
+        .wait_for("the new record", WAIT, |p| p.len() > before)
+        .await;
+    assert_eq!(seqs(&got[before]), [want.last().copied().unwrap_or(0) + 1]);
+}
