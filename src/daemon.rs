@@ -135,7 +135,7 @@ pub async fn run(
         &tasks,
         metrics.clone(),
     )?;
-    crate::sinks::start(&config.sinks, &store, &feed, &tasks, &stop);
+    let sinks = crate::sinks::start(&config.sinks, &store, &feed, &tasks, &stop);
     let board = StatusBoard::default();
     let starter = Starter::new(
         &config,
@@ -163,7 +163,8 @@ pub async fn run(
         config.api.token.clone(),
         stop.clone(),
         metrics.clone(),
-    );
+    )
+    .with_sinks(sinks);
     let (hook, channel_tx) = spawn_channels(&config, &store, calendars, &metrics, &tasks, &stop);
     let config = Arc::new(config);
     let (reload_tx, reload_rx) = mpsc::channel(1);

@@ -44,6 +44,8 @@ pub struct Api {
     waiting: Arc<Semaphore>,
     /// Slots for snapshots being streamed; see [`MAX_SNAPSHOTS`].
     snapshots: Arc<Semaphore>,
+    /// What each sink's task last did.
+    sinks: crate::sinks::SinkBoard,
 }
 
 /// Long-polls that may wait at once. Below the API's connection limit
@@ -80,7 +82,34 @@ impl Api {
             stop,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
+            sinks: Default::default(),
         }
+    }
+
+    /// Shows the sinks' state on `/v1/sinks`.
+    pub(crate) fn with_sinks(mut self, sinks: crate::sinks::SinkBoard) -> Self {
+        self.sinks = sinks;
+        self
+    }
+
+    /// `/v1/sinks`: each sink's cursor, state and lag behind the feed.
+    fn sinks(&self) -> Response {
+        let head = self.feed.head();
+        let sinks: Vec<Value> = self
+            .sinks
+            .all()
+            .into_iter()
+            .map(|s| {
+                let lag = head.since(s.cursor);
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["lag_records"] = json!(lag);
+                v
+            })
+            .collect();
+        http::json(
+            StatusCode::OK,
+            &json!({ "sinks": sinks, "feed_head": head, "store_id": self.store.id() }),
+        )
     }
 
     /// Routes one request.
@@ -112,6 +141,7 @@ impl Api {
                 }
             }
             (&Method::GET, "/v1/calendars") => self.calendars(),
+            (&Method::GET, "/v1/sinks") => self.sinks(),
             (&Method::GET, "/v1/snapshot") => match snapshot_query(&query) {
                 Ok(key) => self.snapshot(key),
                 Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
@@ -119,7 +149,7 @@ impl Api {
             (&Method::GET, "/metrics") => self.metrics(),
             (
                 _,
-                "/healthz" | "/v1/changes" | "/v1/changes/stream" | "/v1/calendars"
+                "/healthz" | "/v1/changes" | "/v1/changes/stream" | "/v1/calendars" | "/v1/sinks"
                 | "/v1/snapshot" | "/metrics",
             ) => http::error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
             (_, path) => http::error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),

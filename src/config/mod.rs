@@ -138,6 +138,22 @@ pub struct Sink {
     pub name: String,
     pub target: SinkTarget,
     pub secret: Option<Secret>,
+    /// Only these accounts' records (all when empty).
+    pub accounts: Vec<String>,
+    /// Only these calendars' records (all when empty).
+    pub calendars: Vec<String>,
+    /// Records per delivery.
+    pub batch_max: usize,
+    /// How long one delivery may take.
+    pub timeout: Duration,
+}
+
+impl Sink {
+    /// Whether the sink wants the records of this calendar.
+    pub fn wants(&self, account: &str, calendar_id: &str) -> bool {
+        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account))
+            && (self.calendars.is_empty() || self.calendars.iter().any(|c| c == calendar_id))
+    }
 }
 
 #[derive(Debug, Clone)]

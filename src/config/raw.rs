@@ -96,4 +96,8 @@ pub(super) struct RawSink {
     pub url: S<String>,
     pub command: S<Vec<String>>,
     pub secret_file: S<String>,
+    pub accounts: S<Vec<String>>,
+    pub calendars: S<Vec<String>>,
+    pub batch_max: S<i64>,
+    pub timeout: S<String>,
 }

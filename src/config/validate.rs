@@ -453,10 +453,23 @@ impl Validator<'_> {
                 other => other.map(Some),
             },
         };
+        let batch_max = self.int(raw.batch_max.as_ref(), &key("batch_max"), 100, 1..=10_000);
+        let timeout = self.duration(
+            raw.timeout.as_ref(),
+            &key("timeout"),
+            "10s",
+            false,
+            Duration::from_secs(600),
+        );
+        let list = |v: &S<Vec<String>>| v.as_ref().map_or(Vec::new(), |l| l.get_ref().clone());
         Some(Sink {
             name: name?,
             target: target?,
             secret: secret?,
+            accounts: list(&raw.accounts),
+            calendars: list(&raw.calendars),
+            batch_max: batch_max? as usize,
+            timeout: timeout?,
         })
     }
 

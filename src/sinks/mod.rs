@@ -8,6 +8,7 @@
 //!
 //! Built so far: webhooks, signed as Standard Webhooks (`sign.rs`).
 
+mod board;
 mod sign;
 mod webhook;
 
@@ -19,12 +20,11 @@ use crate::config::{Sink, SinkTarget};
 use crate::feed::Feed;
 use crate::store::{ChangeRecord, Seq, Store};
 
+pub(crate) use board::{SinkBoard, SinkStatus};
 pub(crate) use sign::Signer;
 
-/// Records per delivery.
-const BATCH_MAX: usize = 100;
-/// How long a receiver may take to answer.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// Records a sink with filters looks at per turn, at most.
+const SCAN: usize = 10_000;
 /// First and longest wait between attempts of one batch.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(600);
@@ -38,15 +38,28 @@ pub(crate) enum Refused {
     Failed(String),
 }
 
-/// Starts a delivery task for every sink this version delivers to.
+/// Starts a delivery task for every sink this version delivers to; their
+/// state is on the returned board.
 pub(crate) fn start(
     sinks: &[Sink],
     store: &Store,
     feed: &Feed,
     tasks: &crate::tasks::Tasks,
     stop: &CancellationToken,
-) {
+) -> SinkBoard {
+    let board = SinkBoard::default();
     for sink in sinks {
+        board.put(SinkStatus {
+            name: sink.name.clone(),
+            kind: match sink.target {
+                SinkTarget::Webhook(_) => "webhook",
+                SinkTarget::Command(_) => "command",
+            },
+            cursor: store.cursor(&sink.name).ok().flatten().unwrap_or(Seq::ZERO),
+            state: "not_delivered",
+            last_success: None,
+            last_error: None,
+        });
         match &sink.target {
             SinkTarget::Webhook(url) => {
                 let Some(secret) = &sink.secret else { continue };
@@ -58,13 +71,14 @@ pub(crate) fn start(
                         continue;
                     }
                 };
-                let deliver = webhook::Webhook::new(url.clone(), signer, store.id(), TIMEOUT);
+                let deliver = webhook::Webhook::new(url.clone(), signer, store.id(), sink.timeout);
+                board.update(&sink.name, |s| s.state = "delivering");
                 let task = run(
-                    sink.name.clone(),
+                    sink.clone(),
                     store.clone(),
                     feed.clone(),
                     deliver,
-                    stop.clone(),
+                    (board.clone(), stop.clone()),
                 );
                 tasks.spawn(format!("sink {}", sink.name), stop, task);
             }
@@ -73,18 +87,20 @@ pub(crate) fn start(
             }
         }
     }
+    board
 }
 
 /// Delivers the feed to one sink until the daemon stops or the receiver
 /// says 410 Gone.
 async fn run(
-    name: String,
+    sink: Sink,
     store: Store,
     feed: Feed,
     deliver: webhook::Webhook,
-    stop: CancellationToken,
+    (board, stop): (SinkBoard, CancellationToken),
 ) {
-    let mut cursor = match store.cursor(&name) {
+    let name = sink.name.as_str();
+    let mut cursor = match store.cursor(name) {
         Ok(c) => c.unwrap_or(Seq::ZERO),
         Err(e) => {
             tracing::error!(sink = %name, error = %e, "cannot read the sink's cursor; not delivering");
@@ -102,9 +118,17 @@ async fn run(
             }
             continue;
         }
-        let all = |_: &str, _: &str| true;
-        let batch = match store.changes_matching(cursor, head, BATCH_MAX, BATCH_MAX, &all) {
-            Ok((batch, _)) => batch,
+        let filtered = !(sink.accounts.is_empty() && sink.calendars.is_empty());
+        let scan = if filtered { SCAN } else { sink.batch_max };
+        let wanted = |a: &str, c: &str| sink.wants(a, c);
+        let (batch, through) = match store.changes_matching(
+            cursor,
+            head,
+            sink.batch_max,
+            scan,
+            &wanted,
+        ) {
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, "cannot read the feed for the sink; retrying");
                 if sleep_or_stop(RETRY_FIRST, &stop).await {
@@ -113,19 +137,19 @@ async fn run(
                 continue;
             }
         };
-        let Some(last) = batch.last().map(|r| r.seq) else {
-            continue;
-        };
-        match deliver_until_acknowledged(&name, &deliver, &batch, &stop).await {
-            Some(Ok(())) => {}
-            Some(Err(())) => return,
-            None => return,
+        // Records the sink's filters leave out move its cursor too.
+        if !batch.is_empty() {
+            match deliver_until_acknowledged(name, &deliver, &batch, (&board, &stop)).await {
+                Some(Ok(())) => {}
+                Some(Err(())) | None => return,
+            }
         }
-        cursor = last;
-        if let Err(e) = store.set_cursor(&name, cursor) {
+        cursor = through;
+        if let Err(e) = store.set_cursor(name, cursor) {
             // Delivered again after a restart, never lost.
             tracing::warn!(sink = %name, error = %e, "cannot store the sink's cursor");
         }
+        board.update(name, |s| s.cursor = cursor);
     }
 }
 
@@ -136,7 +160,7 @@ async fn deliver_until_acknowledged(
     name: &str,
     deliver: &webhook::Webhook,
     batch: &[ChangeRecord],
-    stop: &CancellationToken,
+    (board, stop): (&SinkBoard, &CancellationToken),
 ) -> Option<Result<(), ()>> {
     let mut delay = RETRY_FIRST;
     let mut attempt = 0u32;
@@ -148,16 +172,29 @@ async fn deliver_until_acknowledged(
         };
         match result {
             Ok(()) => {
+                board.update(name, |s| {
+                    s.state = "delivering";
+                    s.last_success = Some(crate::time::Timestamp::now());
+                    s.last_error = None;
+                });
                 if attempt > 1 {
                     tracing::info!(sink = %name, attempts = attempt, "sink accepts deliveries again");
                 }
                 return Some(Ok(()));
             }
             Err(Refused::Gone) => {
+                board.update(name, |s| {
+                    s.state = "disabled";
+                    s.last_error = Some("the receiver answered 410 Gone".into());
+                });
                 tracing::error!(sink = %name, first_seq = batch[0].seq.get(), "SINK DISABLED: the receiver answered 410 Gone; it gets nothing more until the daemon restarts");
                 return Some(Err(()));
             }
             Err(Refused::Failed(why)) => {
+                board.update(name, |s| {
+                    s.state = "retrying";
+                    s.last_error = Some(why.clone());
+                });
                 let wait = crate::sync::jitter(delay, 0.2);
                 tracing::warn!(sink = %name, error = %why, attempt, retry_in = ?wait, first_seq = batch[0].seq.get(), "sink delivery failed; retrying");
                 if sleep_or_stop(wait, stop).await {

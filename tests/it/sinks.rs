@@ -50,9 +50,12 @@ fn seqs(p: &Ping) -> Vec<u64> {
 async fn a_webhook_gets_every_change_in_order_signed_and_retried_until_acknowledged() {
     // The first two attempts fail, every later one is acknowledged.
     let receiver = Receiver::start(vec![500, 503, 200]).await;
+    // A second sink that wants another calendar's records only.
+    let quiet = Receiver::start(vec![200]).await;
     let tail = format!(
-        "[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\n",
-        receiver.url
+        "[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\nbatch_max = 2\naccounts = [\"emu\"]\n\
+         [[sinks]]\nname = \"quiet\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\ncalendars = [\"someone-else\"]\n",
+        receiver.url, quiet.url
     );
     let tail: &'static str = Box::leak(tail.into_boxed_str());
     let mut h = Harness::start(
@@ -87,6 +90,25 @@ async fn a_webhook_gets_every_change_in_order_signed_and_retried_until_acknowled
     assert_eq!(seqs(&got[0]), seqs(&got[2]));
     let acknowledged: Vec<u64> = got[2..].iter().flat_map(seqs).collect();
     assert_eq!(acknowledged, want, "each record once, in order");
+    assert!(got.iter().all(|p| seqs(p).len() <= 2), "batch_max = 2");
+
+    // /v1/sinks shows both caught up: the quiet one's filters moved its
+    // cursor past the records it does not want.
+    let last = want.last().copied().unwrap_or(0);
+    let sinks = crate::emu::wait_until_async("both sinks caught up", WAIT, || async {
+        let (_, body) = h.get("/v1/sinks").await;
+        let all = body["sinks"].as_array()?.clone();
+        all.iter()
+            .all(|s| s["cursor"] == last && s["lag_records"] == 0)
+            .then_some(all)
+    })
+    .await;
+    assert_eq!(sinks.len(), 2);
+    assert!(sinks
+        .iter()
+        .all(|s| s["state"] == "delivering" && s["type"] == "webhook"));
+    assert!(sinks[0]["last_success"].is_string(), "{:?}", sinks[0]);
+    assert!(quiet.pings().is_empty(), "the quiet sink got records");
 
     // The cursor is durable: after a restart only new records are sent.
     h.stop_daemon().await;
