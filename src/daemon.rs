@@ -135,7 +135,7 @@ pub async fn run(
         &tasks,
         metrics.clone(),
     )?;
-    let sinks = crate::sinks::start(&config.sinks, &store, &feed, &tasks, &stop);
+    let sinks = crate::sinks::start(&config.sinks, &store, &feed, &tasks, (&metrics, &stop));
     let board = StatusBoard::default();
     let starter = Starter::new(
         &config,

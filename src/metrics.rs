@@ -42,6 +42,17 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub sink: String,
+    pub result: &'static str,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of one daemon. Cheap to clone (all handles are shared).
@@ -58,6 +69,8 @@ pub struct Metrics {
     pub channel_failures: Counter,
     pub last_success: Family<CalendarLabels, FloatGauge>,
     pub sync_lag: Family<CalendarLabels, FloatGauge>,
+    pub sink_lag: Family<SinkLabels, Gauge>,
+    pub sink_deliveries: Family<DeliveryLabels, Counter>,
     pub channel_expiry: Family<CalendarLabels, FloatGauge>,
     pub feed_head: Gauge,
     pub feed_pruned: Counter,
@@ -91,6 +104,8 @@ impl Metrics {
             channel_failures: Counter::default(),
             last_success: Family::default(),
             sync_lag: Family::default(),
+            sink_lag: Family::default(),
+            sink_deliveries: Family::default(),
             channel_expiry: Family::default(),
             feed_head: Gauge::default(),
             feed_pruned: Counter::default(),
@@ -147,6 +162,16 @@ impl Metrics {
             "sync_lag_seconds",
             "Seconds since the last successful sync pass",
             m.sync_lag.clone(),
+        );
+        r.register(
+            "sink_lag_records",
+            "Records published but not yet acknowledged by the sink",
+            m.sink_lag.clone(),
+        );
+        r.register(
+            "sink_deliveries",
+            "Delivery attempts to a sink, by result (ok, failed, gone)",
+            m.sink_deliveries.clone(),
         );
         r.register(
             "channel_expiry_timestamp_seconds",

@@ -370,6 +370,12 @@ impl Api {
     /// filled now, then everything is rendered.
     fn metrics(&self) -> Response {
         let now = chrono::Utc::now();
+        let head = self.feed.head();
+        for sink in self.sinks.all() {
+            let labels = crate::metrics::SinkLabels { sink: sink.name };
+            let lag = i64::try_from(head.since(sink.cursor)).unwrap_or(i64::MAX);
+            self.metrics.sink_lag.get_or_create(&labels).set(lag);
+        }
         let keys = self.calendars.keys();
         let channels = self.store.channels().unwrap_or_default();
         for key in &keys {

@@ -45,7 +45,7 @@ pub(crate) fn start(
     store: &Store,
     feed: &Feed,
     tasks: &crate::tasks::Tasks,
-    stop: &CancellationToken,
+    (metrics, stop): (&crate::metrics::Metrics, &CancellationToken),
 ) -> SinkBoard {
     let board = SinkBoard::default();
     for sink in sinks {
@@ -78,7 +78,11 @@ pub(crate) fn start(
                     store.clone(),
                     feed.clone(),
                     deliver,
-                    (board.clone(), stop.clone()),
+                    Around {
+                        board: board.clone(),
+                        metrics: metrics.clone(),
+                        stop: stop.clone(),
+                    },
                 );
                 tasks.spawn(format!("sink {}", sink.name), stop, task);
             }
@@ -92,13 +96,8 @@ pub(crate) fn start(
 
 /// Delivers the feed to one sink until the daemon stops or the receiver
 /// says 410 Gone.
-async fn run(
-    sink: Sink,
-    store: Store,
-    feed: Feed,
-    deliver: webhook::Webhook,
-    (board, stop): (SinkBoard, CancellationToken),
-) {
+async fn run(sink: Sink, store: Store, feed: Feed, deliver: webhook::Webhook, around: Around) {
+    let (board, stop) = (&around.board, &around.stop);
     let name = sink.name.as_str();
     let mut cursor = match store.cursor(name) {
         Ok(c) => c.unwrap_or(Seq::ZERO),
@@ -131,7 +130,7 @@ async fn run(
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, "cannot read the feed for the sink; retrying");
-                if sleep_or_stop(RETRY_FIRST, &stop).await {
+                if sleep_or_stop(RETRY_FIRST, stop).await {
                     return;
                 }
                 continue;
@@ -139,7 +138,7 @@ async fn run(
         };
         // Records the sink's filters leave out move its cursor too.
         if !batch.is_empty() {
-            match deliver_until_acknowledged(name, &deliver, &batch, (&board, &stop)).await {
+            match deliver_until_acknowledged(name, &deliver, &batch, &around).await {
                 Some(Ok(())) => {}
                 Some(Err(())) | None => return,
             }
@@ -160,8 +159,16 @@ async fn deliver_until_acknowledged(
     name: &str,
     deliver: &webhook::Webhook,
     batch: &[ChangeRecord],
-    (board, stop): (&SinkBoard, &CancellationToken),
+    around: &Around,
 ) -> Option<Result<(), ()>> {
+    let (board, stop) = (&around.board, &around.stop);
+    let count = |result: &'static str| {
+        let labels = crate::metrics::DeliveryLabels {
+            sink: name.to_string(),
+            result,
+        };
+        around.metrics.sink_deliveries.get_or_create(&labels).inc();
+    };
     let mut delay = RETRY_FIRST;
     let mut attempt = 0u32;
     loop {
@@ -172,6 +179,7 @@ async fn deliver_until_acknowledged(
         };
         match result {
             Ok(()) => {
+                count("ok");
                 board.update(name, |s| {
                     s.state = "delivering";
                     s.last_success = Some(crate::time::Timestamp::now());
@@ -183,6 +191,7 @@ async fn deliver_until_acknowledged(
                 return Some(Ok(()));
             }
             Err(Refused::Gone) => {
+                count("gone");
                 board.update(name, |s| {
                     s.state = "disabled";
                     s.last_error = Some("the receiver answered 410 Gone".into());
@@ -191,6 +200,7 @@ async fn deliver_until_acknowledged(
                 return Some(Err(()));
             }
             Err(Refused::Failed(why)) => {
+                count("failed");
                 board.update(name, |s| {
                     s.state = "retrying";
                     s.last_error = Some(why.clone());
@@ -204,6 +214,13 @@ async fn deliver_until_acknowledged(
             }
         }
     }
+}
+
+/// What a sink's task reports to and stops by.
+struct Around {
+    board: SinkBoard,
+    metrics: crate::metrics::Metrics,
+    stop: CancellationToken,
 }
 
 /// Sleeps `d`; true when the daemon stops first.

@@ -9,7 +9,7 @@ use gcal_syncd::emulator::Edit;
 use serde_json::Value;
 
 use crate::emu::{event, Ping, Receiver};
-use crate::harness::{Harness, Setup, CAL, WEBHOOK_SECRET};
+use crate::harness::{metric, Harness, Setup, CAL, WEBHOOK_SECRET};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -109,6 +109,23 @@ async fn a_webhook_gets_every_change_in_order_signed_and_retried_until_acknowled
         .all(|s| s["state"] == "delivering" && s["type"] == "webhook"));
     assert!(sinks[0]["last_success"].is_string(), "{:?}", sinks[0]);
     assert!(quiet.pings().is_empty(), "the quiet sink got records");
+    let scrape = h.scrape().await;
+    let deliveries = |result| {
+        metric(
+            &scrape,
+            "gcal_syncd_sink_deliveries_total",
+            &[("sink", "app"), ("result", result)],
+        )
+    };
+    let acknowledged = receiver.pings().len() - 2;
+    assert_eq!(
+        (deliveries("failed"), deliveries("ok")),
+        (2.0, acknowledged as f64)
+    );
+    assert_eq!(
+        metric(&scrape, "gcal_syncd_sink_lag_records", &[("sink", "app")]),
+        0.0
+    );
 
     // The cursor is durable: after a restart only new records are sent.
     h.stop_daemon().await;
