@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::config::Filter;
 use crate::store::{CalendarKey, Seq};
 
 const DEFAULT_LIMIT: usize = 1000;
@@ -46,25 +47,6 @@ impl Query {
             .iter()
             .filter(move |(k, _)| k == name)
             .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Which records a reader wants: those of any of `accounts` (all when
-/// empty) and of any of `calendars` (all when empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Filter {
-    pub(super) accounts: Vec<String>,
-    pub(super) calendars: Vec<String>,
-}
-
-impl Filter {
-    pub(super) fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.calendars.is_empty()
-    }
-
-    pub(super) fn matches(&self, account: &str, calendar_id: &str) -> bool {
-        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account))
-            && (self.calendars.is_empty() || self.calendars.iter().any(|c| c == calendar_id))
     }
 }
 

@@ -138,19 +138,29 @@ pub struct Sink {
     pub name: String,
     pub target: SinkTarget,
     pub secret: Option<Secret>,
-    /// Only these accounts' records (all when empty).
-    pub accounts: Vec<String>,
-    /// Only these calendars' records (all when empty).
-    pub calendars: Vec<String>,
+    /// The records it wants.
+    pub filter: Filter,
     /// Records per delivery.
     pub batch_max: usize,
     /// How long one delivery may take.
     pub timeout: Duration,
 }
 
-impl Sink {
-    /// Whether the sink wants the records of this calendar.
-    pub fn wants(&self, account: &str, calendar_id: &str) -> bool {
+/// Which change records a reader or sink wants: those of any of
+/// `accounts` (all when empty) and of any of `calendars` (all when empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub accounts: Vec<String>,
+    pub calendars: Vec<String>,
+}
+
+impl Filter {
+    /// Whether it keeps every record.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.calendars.is_empty()
+    }
+
+    pub fn matches(&self, account: &str, calendar_id: &str) -> bool {
         (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account))
             && (self.calendars.is_empty() || self.calendars.iter().any(|c| c == calendar_id))
     }

@@ -466,8 +466,10 @@ impl Validator<'_> {
             name: name?,
             target: target?,
             secret: secret?,
-            accounts: list(&raw.accounts),
-            calendars: list(&raw.calendars),
+            filter: super::Filter {
+                accounts: list(&raw.accounts),
+                calendars: list(&raw.calendars),
+            },
             batch_max: batch_max? as usize,
             timeout: timeout?,
         })

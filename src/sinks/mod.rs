@@ -117,9 +117,12 @@ async fn run(sink: Sink, store: Store, feed: Feed, deliver: webhook::Webhook, ar
             }
             continue;
         }
-        let filtered = !(sink.accounts.is_empty() && sink.calendars.is_empty());
-        let scan = if filtered { SCAN } else { sink.batch_max };
-        let wanted = |a: &str, c: &str| sink.wants(a, c);
+        let scan = if sink.filter.is_empty() {
+            sink.batch_max
+        } else {
+            SCAN
+        };
+        let wanted = |a: &str, c: &str| sink.filter.matches(a, c);
         let (batch, through) = match store.changes_matching(
             cursor,
             head,
