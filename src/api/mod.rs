@@ -24,7 +24,7 @@ use crate::http::{self, Response};
 use crate::metrics::{CalendarLabels, Metrics};
 use crate::secret::Secret;
 use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus};
-use crate::store::{CalendarKey, Seq, Store};
+use crate::store::{CalendarKey, FeedRead, Seq, Store};
 use crate::sync::StatusBoard;
 use crate::time::Timestamp;
 
@@ -57,10 +57,6 @@ pub const MAX_WAITING: usize = 1024;
 /// Snapshots streamed at once (each reads the store on a blocking thread);
 /// one more gets a 429 with `Retry-After`.
 pub const MAX_SNAPSHOTS: usize = 16;
-
-/// Records a filtered read looks at per request, so that a filter that
-/// matches little never has one request scan the whole feed.
-const MAX_SCAN: usize = 10_000;
 
 impl Api {
     pub fn new(
@@ -268,20 +264,9 @@ impl Api {
         cursor: Seq,
         head: Seq,
     ) -> Result<(Vec<crate::store::ChangeRecord>, Seq), Box<Response>> {
-        let filter = |account: &str, calendar: &str| q.filter.matches(account, calendar);
-        let scan = if q.filter.is_empty() {
-            q.limit
-        } else {
-            MAX_SCAN
-        };
-        // Retention only removes the oldest records, so reading the floor
-        // after the records tells whether any record after `cursor` was gone.
-        let read = self
-            .store
-            .changes_matching(cursor, head, q.limit, scan, &filter)
-            .and_then(|c| Ok((c, self.store.pruned_through()?)));
+        let read = self.store.read_feed(cursor, head, q.limit, &q.filter);
         match read {
-            Ok((_, pruned)) if cursor < pruned => Err(Box::new(http::json(
+            Ok(FeedRead::Gone(pruned)) => Err(Box::new(http::json(
                 StatusCode::GONE,
                 &json!({
                     "error": format!(
@@ -292,7 +277,7 @@ impl Api {
                     "store_id": self.store.id(),
                 }),
             ))),
-            Ok((read, _)) => Ok(read),
+            Ok(FeedRead::Records(records, through)) => Ok((records, through)),
             // sled fails reads too after a write error, until the writer's
             // reopen: tell readers to come back rather than that it broke.
             Err(e) if self.feed.failure().is_some() => Err(Box::new(retry_after(

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::Filter;
-use crate::store::{CalendarKey, Seq};
+use crate::store::{CalendarKey, Filter, Seq};
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;

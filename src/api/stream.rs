@@ -15,14 +15,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use super::query::ChangesQuery;
 use super::Api;
 use crate::http::{self, Response};
-use crate::store::{ChangeRecord, Seq};
+use crate::store::{ChangeRecord, FeedRead, Seq};
 
 /// How often a comment is sent on an idle stream.
 pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Records read per turn.
 const BATCH: usize = 100;
-/// Records a filtered turn looks at, at most.
-const SCAN: usize = 10_000;
 
 /// Starts the stream for a request whose cursor was checked (not behind
 /// retention); `slot` is held while it runs.
@@ -50,17 +48,11 @@ async fn run(api: Api, q: ChangesQuery, tx: mpsc::Sender<std::io::Result<Bytes>>
     }
     let mut cursor = q.after;
     let mut heads = api.feed.subscribe();
-    let scan = if q.filter.is_empty() { BATCH } else { SCAN };
     loop {
         let head = *heads.borrow_and_update();
         if head > cursor {
-            let wanted = |a: &str, c: &str| q.filter.matches(a, c);
-            let read = api
-                .store
-                .changes_matching(cursor, head, BATCH, scan, &wanted)
-                .and_then(|r| Ok((r, api.store.pruned_through()?)));
-            let text = match read {
-                Ok((_, pruned)) if cursor < pruned => {
+            let text = match api.store.read_feed(cursor, head, BATCH, &q.filter) {
+                Ok(FeedRead::Gone(pruned)) => {
                     // The reader fell behind retention while connected.
                     let _ = send(format!(
                         "event: gone\ndata: {{\"pruned_through\":{pruned}}}\n\n"
@@ -68,7 +60,7 @@ async fn run(api: Api, q: ChangesQuery, tx: mpsc::Sender<std::io::Result<Bytes>>
                     .await;
                     return;
                 }
-                Ok(((records, through), _)) => {
+                Ok(FeedRead::Records(records, through)) => {
                     cursor = through;
                     events(&records)
                 }

@@ -139,31 +139,11 @@ pub struct Sink {
     pub target: SinkTarget,
     pub secret: Option<Secret>,
     /// The records it wants.
-    pub filter: Filter,
+    pub filter: crate::store::Filter,
     /// Records per delivery.
     pub batch_max: usize,
     /// How long one delivery may take.
     pub timeout: Duration,
-}
-
-/// Which change records a reader or sink wants: those of any of
-/// `accounts` (all when empty) and of any of `calendars` (all when empty).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub accounts: Vec<String>,
-    pub calendars: Vec<String>,
-}
-
-impl Filter {
-    /// Whether it keeps every record.
-    pub fn is_empty(&self) -> bool {
-        self.accounts.is_empty() && self.calendars.is_empty()
-    }
-
-    pub fn matches(&self, account: &str, calendar_id: &str) -> bool {
-        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account))
-            && (self.calendars.is_empty() || self.calendars.iter().any(|c| c == calendar_id))
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -466,7 +466,7 @@ impl Validator<'_> {
             name: name?,
             target: target?,
             secret: secret?,
-            filter: super::Filter {
+            filter: crate::store::Filter {
                 accounts: list(&raw.accounts),
                 calendars: list(&raw.calendars),
             },

@@ -18,13 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Sink, SinkTarget};
 use crate::feed::Feed;
-use crate::store::{ChangeRecord, Seq, Store};
+use crate::store::{ChangeRecord, FeedRead, Seq, Store};
 
 pub(crate) use board::{SinkBoard, SinkStatus};
 pub(crate) use sign::Signer;
 
-/// Records a sink with filters looks at per turn, at most.
-const SCAN: usize = 10_000;
 /// First and longest wait between attempts of one batch.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(600);
@@ -49,13 +47,20 @@ pub(crate) fn start(
 ) -> SinkBoard {
     let board = SinkBoard::default();
     for sink in sinks {
+        let cursor = match store.cursor(&sink.name) {
+            Ok(c) => c.unwrap_or(Seq::ZERO),
+            Err(e) => {
+                tracing::error!(sink = %sink.name, error = %e, "cannot read the sink's cursor; not delivering");
+                continue;
+            }
+        };
         board.put(SinkStatus {
             name: sink.name.clone(),
             kind: match sink.target {
                 SinkTarget::Webhook(_) => "webhook",
                 SinkTarget::Command(_) => "command",
             },
-            cursor: store.cursor(&sink.name).ok().flatten().unwrap_or(Seq::ZERO),
+            cursor,
             state: "not_delivered",
             last_success: None,
             last_error: None,
@@ -74,7 +79,7 @@ pub(crate) fn start(
                 let deliver = webhook::Webhook::new(url.clone(), signer, store.id(), sink.timeout);
                 board.update(&sink.name, |s| s.state = "delivering");
                 let task = run(
-                    sink.clone(),
+                    (sink.clone(), cursor),
                     store.clone(),
                     feed.clone(),
                     deliver,
@@ -94,18 +99,17 @@ pub(crate) fn start(
     board
 }
 
-/// Delivers the feed to one sink until the daemon stops or the receiver
-/// says 410 Gone.
-async fn run(sink: Sink, store: Store, feed: Feed, deliver: webhook::Webhook, around: Around) {
+/// Delivers the feed after `cursor` to one sink until the daemon stops or
+/// the receiver says 410 Gone.
+async fn run(
+    (sink, mut cursor): (Sink, Seq),
+    store: Store,
+    feed: Feed,
+    deliver: webhook::Webhook,
+    around: Around,
+) {
     let (board, stop) = (&around.board, &around.stop);
     let name = sink.name.as_str();
-    let mut cursor = match store.cursor(name) {
-        Ok(c) => c.unwrap_or(Seq::ZERO),
-        Err(e) => {
-            tracing::error!(sink = %name, error = %e, "cannot read the sink's cursor; not delivering");
-            return;
-        }
-    };
     tracing::info!(sink = %name, cursor = cursor.get(), "sink delivering");
     let mut heads = feed.subscribe();
     loop {
@@ -117,20 +121,14 @@ async fn run(sink: Sink, store: Store, feed: Feed, deliver: webhook::Webhook, ar
             }
             continue;
         }
-        let scan = if sink.filter.is_empty() {
-            sink.batch_max
-        } else {
-            SCAN
-        };
-        let wanted = |a: &str, c: &str| sink.filter.matches(a, c);
-        let (batch, through) = match store.changes_matching(
-            cursor,
-            head,
-            sink.batch_max,
-            scan,
-            &wanted,
-        ) {
-            Ok(read) => read,
+        let (batch, through) = match store.read_feed(cursor, head, sink.batch_max, &sink.filter) {
+            Ok(FeedRead::Records(batch, through)) => (batch, through),
+            // Only a sink added after retention removed records gets here
+            // (a configured sink holds the records it has not passed).
+            Ok(FeedRead::Gone(pruned)) => {
+                tracing::warn!(sink = %name, cursor = cursor.get(), pruned_through = pruned.get(), "the sink starts after records feed.retention already removed");
+                (Vec::new(), pruned)
+            }
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, "cannot read the feed for the sink; retrying");
                 if sleep_or_stop(RETRY_FIRST, stop).await {
@@ -140,11 +138,11 @@ async fn run(sink: Sink, store: Store, feed: Feed, deliver: webhook::Webhook, ar
             }
         };
         // Records the sink's filters leave out move its cursor too.
-        if !batch.is_empty() {
-            match deliver_until_acknowledged(name, &deliver, &batch, &around).await {
-                Some(Ok(())) => {}
-                Some(Err(())) | None => return,
-            }
+        if !batch.is_empty()
+            && deliver_until_acknowledged(name, &deliver, &batch, &around).await
+                != Outcome::Acknowledged
+        {
+            return;
         }
         cursor = through;
         if let Err(e) = store.set_cursor(name, cursor) {
@@ -155,15 +153,24 @@ async fn run(sink: Sink, store: Store, feed: Feed, deliver: webhook::Webhook, ar
     }
 }
 
-/// Retries `batch` with backoff until the receiver acknowledges it:
-/// Some(Ok) when it did, Some(Err) when it answered 410 Gone (the sink is
-/// then disabled), None when the daemon stops.
+/// How the delivery of one batch ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Acknowledged,
+    /// The receiver answered 410 Gone: the sink is disabled.
+    Disabled,
+    /// The daemon stops.
+    Stopped,
+}
+
+/// Retries `batch` with backoff until the receiver acknowledges it, says
+/// 410 Gone, or the daemon stops.
 async fn deliver_until_acknowledged(
     name: &str,
     deliver: &webhook::Webhook,
     batch: &[ChangeRecord],
     around: &Around,
-) -> Option<Result<(), ()>> {
+) -> Outcome {
     let (board, stop) = (&around.board, &around.stop);
     let count = |result: &'static str| {
         let labels = crate::metrics::DeliveryLabels {
@@ -178,7 +185,7 @@ async fn deliver_until_acknowledged(
         attempt += 1;
         let result = tokio::select! {
             r = deliver.send(batch) => r,
-            _ = stop.cancelled() => return None,
+            _ = stop.cancelled() => return Outcome::Stopped,
         };
         match result {
             Ok(()) => {
@@ -191,7 +198,7 @@ async fn deliver_until_acknowledged(
                 if attempt > 1 {
                     tracing::info!(sink = %name, attempts = attempt, "sink accepts deliveries again");
                 }
-                return Some(Ok(()));
+                return Outcome::Acknowledged;
             }
             Err(Refused::Gone) => {
                 count("gone");
@@ -200,7 +207,7 @@ async fn deliver_until_acknowledged(
                     s.last_error = Some("the receiver answered 410 Gone".into());
                 });
                 tracing::error!(sink = %name, first_seq = batch[0].seq.get(), "SINK DISABLED: the receiver answered 410 Gone; it gets nothing more until the daemon restarts");
-                return Some(Err(()));
+                return Outcome::Disabled;
             }
             Err(Refused::Failed(why)) => {
                 count("failed");
@@ -211,7 +218,7 @@ async fn deliver_until_acknowledged(
                 let wait = crate::sync::jitter(delay, 0.2);
                 tracing::warn!(sink = %name, error = %why, attempt, retry_in = ?wait, first_seq = batch[0].seq.get(), "sink delivery failed; retrying");
                 if sleep_or_stop(wait, stop).await {
-                    return None;
+                    return Outcome::Stopped;
                 }
                 delay = (delay * 2).min(RETRY_MAX);
             }

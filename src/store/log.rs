@@ -28,13 +28,49 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::heads::Head;
 use super::{
-    decode, keys, BodyId, CalendarKey, ChangeKind, ChangeRecord, Seq, Store, StoreError, Trees,
-    CHUNK_EVENTS, PRUNED_KEY,
+    decode, keys, BodyId, CalendarKey, ChangeKind, ChangeRecord, FeedRead, Filter, Seq, Store,
+    StoreError, Trees, CHUNK_EVENTS, PRUNED_KEY,
 };
 use crate::rawjson::RawJson;
 use crate::time::Timestamp;
 
+/// Records a filtered read looks at, at most, so that a filter that
+/// matches little never has one read scan the whole feed.
+pub const MAX_SCAN: usize = 10_000;
+
 impl Trees {
+    /// See [`Store::read_feed`].
+    fn matching(
+        &self,
+        after: Seq,
+        upto: Seq,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<(Vec<ChangeRecord>, Seq), StoreError> {
+        let mut out = Vec::new();
+        let mut through = after;
+        if after == Seq::MAX {
+            return Ok((out, through));
+        }
+        let scan = if filter.is_empty() { limit } else { MAX_SCAN };
+        for item in self.changes.range(keys::seq(after.next())..).take(scan) {
+            let (k, v) = item?;
+            let r: ChangeRecord<BodyId> = decode("changes", &k, &v)?;
+            if r.seq > upto {
+                break;
+            }
+            through = r.seq;
+            if filter.matches(&r.account, &r.calendar_id) {
+                let seq = r.seq;
+                out.push(r.map_bodies(|id| self.body(id, &|| format!("change record {seq}")))?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, through))
+    }
+
     /// The body `id`; a missing one is damage, named by the record or
     /// event that refers to it.
     pub(super) fn body(&self, id: BodyId, of: &dyn Fn() -> String) -> Result<RawJson, StoreError> {
@@ -57,47 +93,34 @@ impl Store {
     /// Up to `limit` change records with `seq > after`, ascending, with
     /// their bodies.
     pub fn changes_after(&self, after: Seq, limit: usize) -> Result<Vec<ChangeRecord>, StoreError> {
-        let all = |_: &str, _: &str| true;
         Ok(self
-            .changes_matching(after, Seq::MAX, limit, limit, &all)?
+            .t()?
+            .matching(after, Seq::MAX, limit, &Filter::default())?
             .0)
     }
 
-    /// Up to `limit` change records with `after < seq <= upto` whose
-    /// account and calendar id `wanted` accepts, ascending, with their
-    /// bodies (read only for those); at most `scan` records are looked at.
-    /// Also returns the last seq looked at (`after` when none was): a
-    /// reader continues after it.
-    pub fn changes_matching(
+    /// What a reader at `after` gets: up to `limit` records with
+    /// `after < seq <= upto` that `filter` keeps, with their bodies (read
+    /// only for those), and the last seq looked at; a filtered read looks
+    /// at most at [`MAX_SCAN`] records. [`FeedRead::Gone`] when retention
+    /// removed records after `after`.
+    pub fn read_feed(
         &self,
         after: Seq,
         upto: Seq,
         limit: usize,
-        scan: usize,
-        wanted: &dyn Fn(&str, &str) -> bool,
-    ) -> Result<(Vec<ChangeRecord>, Seq), StoreError> {
+        filter: &Filter,
+    ) -> Result<FeedRead, StoreError> {
         let t = self.t()?;
-        let mut out = Vec::new();
-        let mut through = after;
-        if after == Seq::MAX {
-            return Ok((out, through));
-        }
-        for item in t.changes.range(keys::seq(after.next())..).take(scan) {
-            let (k, v) = item?;
-            let r: ChangeRecord<BodyId> = decode("changes", &k, &v)?;
-            if r.seq > upto {
-                break;
-            }
-            through = r.seq;
-            if wanted(&r.account, &r.calendar_id) {
-                let seq = r.seq;
-                out.push(r.map_bodies(|id| t.body(id, &|| format!("change record {seq}")))?);
-                if out.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok((out, through))
+        let (records, through) = t.matching(after, upto, limit, filter)?;
+        // Retention only removes the oldest records, so reading the floor
+        // after the records tells whether any record after `after` was gone.
+        let pruned = t.pruned_through()?;
+        Ok(if after < pruned {
+            FeedRead::Gone(pruned)
+        } else {
+            FeedRead::Records(records, through)
+        })
     }
 
     /// The highest `seq` stored (0 for an empty log), the seq floor set

@@ -192,14 +192,12 @@ impl Batch {
         })
     }
 
-    fn chain(&self, t: &Trees, key: &[u8]) -> Result<Option<Option<BodyId>>, StoreError> {
+    /// The link of `key`, from this batch or from the `links` tree.
+    fn chain(&self, links: &sled::Tree, key: &[u8]) -> Result<Option<Option<BodyId>>, StoreError> {
         if let Some(link) = self.chain.get(key) {
             return Ok(Some(*link));
         }
-        Ok(t.db
-            .open_tree(CHAIN)?
-            .get(key)?
-            .map(|v| keys::decode_body(&v)))
+        Ok(links.get(key)?.map(|v| keys::decode_body(&v)))
     }
 
     fn head(&self, t: &Trees, key: &[u8]) -> Result<Option<Head>, StoreError> {
@@ -222,12 +220,12 @@ impl Batch {
     /// same body after it, or fresh.
     fn event_body(
         &mut self,
-        t: &Trees,
+        (t, links): (&Trees, &sled::Tree),
         r: &ChangeRecord,
         key: &[u8],
         stats: &mut Shared,
     ) -> Result<BodyId, StoreError> {
-        let candidate = match self.chain(t, key)? {
+        let candidate = match self.chain(links, key)? {
             Some(Some(next_previous)) => Some(next_previous),
             // The next record had no `previous`: nothing holds this body.
             Some(None) => None,
@@ -271,7 +269,7 @@ fn migrate_records(t: &Trees) -> Result<Shared, StoreError> {
             let (k, v) = item?;
             let r: ChangeRecord = decode("changes", &k, &v)?;
             let key = keys::event(&CalendarKey::new(&r.account, &r.calendar_id), &r.event_id);
-            let event = batch.event_body(t, &r, &key, &mut stats)?;
+            let event = batch.event_body((t, &chain), &r, &key, &mut stats)?;
             let previous = r.previous.clone().map(|p| batch.fresh(t, p));
             batch.chain.insert(key, previous);
             lowest = Some(r.seq);

@@ -37,7 +37,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use log::BodyCheck;
+pub use log::{BodyCheck, MAX_SCAN};
 pub use page::CHUNK_EVENTS;
 pub use records::*;
 

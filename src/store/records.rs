@@ -203,6 +203,37 @@ impl<B> ChangeRecord<B> {
     }
 }
 
+/// Which change records a reader or sink wants: those of any of
+/// `accounts` (all when empty) and of any of `calendars` (all when empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub accounts: Vec<String>,
+    pub calendars: Vec<String>,
+}
+
+impl Filter {
+    /// Whether it keeps every record.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty() && self.calendars.is_empty()
+    }
+
+    pub fn matches(&self, account: &str, calendar_id: &str) -> bool {
+        (self.accounts.is_empty() || self.accounts.iter().any(|a| a == account))
+            && (self.calendars.is_empty() || self.calendars.iter().any(|c| c == calendar_id))
+    }
+}
+
+/// A read of the feed ([`super::Store::read_feed`]).
+#[derive(Debug)]
+pub enum FeedRead {
+    /// The records wanted, and the last seq looked at (the cursor to
+    /// continue after; it passes records the filter left out).
+    Records(Vec<ChangeRecord>, Seq),
+    /// Retention removed records after the cursor, up to this seq: the
+    /// reader missed them.
+    Gone(Seq),
+}
+
 /// Life of a push channel as we see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
