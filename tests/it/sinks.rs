@@ -140,3 +140,83 @@ async fn a_webhook_gets_every_change_in_order_signed_and_retried_until_acknowled
         .await;
     assert_eq!(seqs(&got[before]), [want.last().copied().unwrap_or(0) + 1]);
 }
+
+/// Checks one delivery with the `standardwebhooks` Python package (the
+/// specification's own library), under `secret`; true when it verifies.
+fn python_verifies(p: &Ping, secret: &str) -> bool {
+    use std::io::Write as _;
+    let headers: serde_json::Map<String, Value> =
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .iter()
+            .filter_map(|h| Some((h.to_string(), Value::from(p.header(h)?))))
+            .collect();
+    let script = "import json, os, sys\n\
+                  from standardwebhooks.webhooks import Webhook\n\
+                  Webhook(os.environ['SECRET']).verify(sys.stdin.buffer.read(), json.loads(os.environ['HEADERS']))\n\
+                  print('VERIFIED')\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("SECRET", secret)
+        .env("HEADERS", Value::Object(headers).to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&p.body)
+        .expect("write the body");
+    let out = child.wait_with_output().expect("python3");
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("VERIFIED")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs python3 with the standardwebhooks package; .ci/run installs it"]
+async fn the_standard_webhooks_python_library_accepts_our_signatures() {
+    let ready = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks.webhooks"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ready,
+        "this test needs python3 with standardwebhooks; .ci/run installs it"
+    );
+    let receiver = Receiver::start(vec![200]).await;
+    let tail = format!(
+        "[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\n",
+        receiver.url
+    );
+    let tail: &'static str = Box::leak(tail.into_boxed_str());
+    let h = Harness::start(
+        "sink-python",
+        Setup {
+            tail,
+            ..Default::default()
+        },
+    )
+    .await;
+    h.emu
+        .edit(CAL, Edit::Insert(event("verified", 2)), true)
+        .await
+        .expect("insert");
+    let got = receiver
+        .wait_for("a delivery", WAIT, |p| !p.is_empty())
+        .await;
+    let first = got[0].clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        (
+            python_verifies(&first, WEBHOOK_SECRET),
+            python_verifies(&first, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        verified,
+        (true, false),
+        "the library must accept our signature and refuse it under another secret"
+    );
+}
