@@ -181,14 +181,6 @@ impl Config {
                 self.hook.public_url
             ));
         }
-        for sink in &self.sinks {
-            if matches!(sink.target, SinkTarget::Command(_)) {
-                out.push(format!(
-                    "sink {}: command sinks are not delivered by this version yet; consume the feed from /v1/changes",
-                    sink.name
-                ));
-            }
-        }
         out
     }
 }

@@ -402,9 +402,13 @@ impl Validator<'_> {
                 }
             },
             Some((_, "command")) => match &raw.command {
-                Some(c) if !c.get_ref().is_empty() => {
-                    Some(SinkTarget::Command(c.get_ref().clone()))
-                }
+                Some(c) if !c.get_ref().is_empty() => match program_problem(&c.get_ref()[0]) {
+                    None => Some(SinkTarget::Command(c.get_ref().clone())),
+                    Some(why) => {
+                        self.src.error_at(c, &key("command"), why);
+                        None
+                    }
+                },
                 _ => {
                     self.src.error(
                         s.span(),
@@ -637,5 +641,24 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+}
+
+/// Why a command sink's program cannot be run, if it cannot: it is run
+/// without a shell and without a search path, so it must be an absolute
+/// path to an executable file.
+fn program_problem(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::path::Path::new(program);
+    if !path.is_absolute() {
+        return Some(format!(
+            "{:?} is not an absolute path (the command runs without a shell or PATH)",
+            program
+        ));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => None,
+        Ok(_) => Some(format!("{program:?} is not an executable file")),
+        Err(e) => Some(format!("cannot use {program:?}: {e}")),
     }
 }

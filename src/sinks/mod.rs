@@ -6,9 +6,11 @@
 //! holds only its own task: syncing and other sinks go on, and feed
 //! retention keeps what it has not acknowledged.
 //!
-//! Built so far: webhooks, signed as Standard Webhooks (`sign.rs`).
+//! Targets: webhooks, signed as Standard Webhooks (`webhook.rs`,
+//! `sign.rs`), and commands fed the batch on stdin (`command.rs`).
 
 mod board;
+mod command;
 mod sign;
 mod webhook;
 
@@ -34,6 +36,27 @@ pub(crate) enum Refused {
     Gone,
     /// Anything else: retried.
     Failed(String),
+}
+
+/// Names a batch by the store and its seq range: the same across retries
+/// (and restarts), so a receiver can recognise a batch it already applied.
+fn batch_id(store_id: &str, first: Seq, last: Seq) -> String {
+    format!("msg_{store_id}_{first}_{last}")
+}
+
+/// Where a sink's batches go.
+enum Target {
+    Webhook(Box<webhook::Webhook>),
+    Command(command::Command),
+}
+
+impl Target {
+    async fn send(&self, batch: &[ChangeRecord]) -> Result<(), Refused> {
+        match self {
+            Target::Webhook(w) => w.send(batch).await,
+            Target::Command(c) => c.send(batch).await,
+        }
+    }
 }
 
 /// Starts a delivery task for every sink this version delivers to; their
@@ -65,36 +88,43 @@ pub(crate) fn start(
             last_success: None,
             last_error: None,
         });
-        match &sink.target {
+        let deliver = match &sink.target {
             SinkTarget::Webhook(url) => {
                 let Some(secret) = &sink.secret else { continue };
-                let signer = match Signer::new(secret.expose()) {
-                    Ok(s) => s,
+                match Signer::new(secret.expose()) {
+                    Ok(signer) => Target::Webhook(Box::new(webhook::Webhook::new(
+                        url.clone(),
+                        signer,
+                        store.id(),
+                        sink.timeout,
+                    ))),
                     Err(e) => {
                         // The configuration check refuses this; never here.
                         tracing::error!(sink = %sink.name, error = %e, "sink not started");
                         continue;
                     }
-                };
-                let deliver = webhook::Webhook::new(url.clone(), signer, store.id(), sink.timeout);
-                board.update(&sink.name, |s| s.state = "delivering");
-                let task = run(
-                    (sink.clone(), cursor),
-                    store.clone(),
-                    feed.clone(),
-                    deliver,
-                    Around {
-                        board: board.clone(),
-                        metrics: metrics.clone(),
-                        stop: stop.clone(),
-                    },
-                );
-                tasks.spawn(format!("sink {}", sink.name), stop, task);
+                }
             }
-            SinkTarget::Command(_) => {
-                tracing::warn!(sink = %sink.name, "command sinks are not delivered by this version yet");
-            }
-        }
+            SinkTarget::Command(argv) => Target::Command(command::Command::new(
+                &sink.name,
+                argv.clone(),
+                store.id(),
+                sink.timeout,
+            )),
+        };
+        board.update(&sink.name, |s| s.state = "delivering");
+        let task = run(
+            (sink.clone(), cursor),
+            store.clone(),
+            feed.clone(),
+            deliver,
+            Around {
+                board: board.clone(),
+                metrics: metrics.clone(),
+                stop: stop.clone(),
+            },
+        );
+        tasks.spawn(format!("sink {}", sink.name), stop, task);
     }
     board
 }
@@ -105,7 +135,7 @@ async fn run(
     (sink, mut cursor): (Sink, Seq),
     store: Store,
     feed: Feed,
-    deliver: webhook::Webhook,
+    deliver: Target,
     around: Around,
 ) {
     let (board, stop) = (&around.board, &around.stop);
@@ -167,7 +197,7 @@ enum Outcome {
 /// 410 Gone, or the daemon stops.
 async fn deliver_until_acknowledged(
     name: &str,
-    deliver: &webhook::Webhook,
+    deliver: &Target,
     batch: &[ChangeRecord],
     around: &Around,
 ) -> Outcome {

@@ -41,7 +41,7 @@ impl Webhook {
             (Some(f), Some(l)) => (f.seq, l.seq),
             _ => return Ok(()),
         };
-        let id = format!("msg_{}_{first}_{last}", self.store_id);
+        let id = super::batch_id(&self.store_id, first, last);
         let body = serde_json::to_vec(&serde_json::json!({ "changes": batch }))
             .map_err(|e| Refused::Failed(format!("cannot encode the batch: {e}")))?;
         let timestamp = chrono::Utc::now().timestamp();

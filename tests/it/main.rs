@@ -17,6 +17,7 @@ mod readme;
 mod resilience;
 mod retention;
 mod sinks;
+mod sinks_command;
 mod snapshot;
 mod store;
 mod store_damage;
