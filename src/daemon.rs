@@ -124,9 +124,13 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let (tasks, mut deaths) = Tasks::new(tracker.clone());
     let metrics = Metrics::new();
+    // Retention holds what every configured sink has not passed from the
+    // first prune on; the sinks' manager keeps this current.
+    let (configured_sinks, sink_names) =
+        tokio::sync::watch::channel(config.sinks.iter().map(|s| s.name.clone()).collect());
     let retention = Retention {
         keep: config.feed.retention,
-        sinks: config.sinks.iter().map(|s| s.name.clone()).collect(),
+        sinks: sink_names,
     };
     let feed = Feed::start(
         store.clone(),
@@ -135,7 +139,13 @@ pub async fn run(
         &tasks,
         metrics.clone(),
     )?;
-    let sinks = crate::sinks::start(&config.sinks, &store, &feed, &tasks, (&metrics, &stop));
+    let sinks = crate::sinks::start(
+        &config.sinks,
+        (&store, &feed),
+        configured_sinks,
+        &tasks,
+        (&metrics, &stop),
+    );
     let board = StatusBoard::default();
     let starter = Starter::new(
         &config,
@@ -164,7 +174,7 @@ pub async fn run(
         stop.clone(),
         metrics.clone(),
     )
-    .with_sinks(sinks);
+    .with_sinks(sinks.clone());
     let (hook, channel_tx) = spawn_channels(&config, &store, calendars, &metrics, &tasks, &stop);
     let config = Arc::new(config);
     let (reload_tx, reload_rx) = mpsc::channel(1);
@@ -198,6 +208,7 @@ pub async fn run(
             msg = control.recv() => match msg {
                 Some(Control::Reload) => {
                     if let Some(new) = reload(&running, &log, &reload_tx).await {
+                        sinks.reload(new.sinks.clone()).await;
                         running = new;
                     }
                 }

@@ -3,7 +3,7 @@
 //! transaction, makes it durable, and only then publishes the new head, which
 //! wakes long-polling readers. One task owns the seq counter, so no lock.
 //! The same task applies `feed.retention` between pages: records older than
-//! it, and already passed by every sink, are removed oldest first.
+//! it, and already passed by every enabled sink, are removed oldest first.
 //!
 //! A write that fails (a full disk, an I/O error) puts the writer in the
 //! failing state, published through [`Feed::failure`]: every page is refused
@@ -25,8 +25,9 @@ use crate::store::{ChangeKind, PageWrite, Seq, Store, StoreError};
 pub struct Retention {
     /// Records are kept at least this long after they were detected.
     pub keep: Duration,
-    /// Configured sinks: records are also kept until each has passed them.
-    pub sinks: Vec<String>,
+    /// Configured sinks (kept current by the sinks' manager): records are
+    /// also kept until each that is not disabled has passed them.
+    pub sinks: watch::Receiver<Vec<String>>,
 }
 
 impl Retention {
@@ -321,12 +322,15 @@ impl Writer {
             return false;
         };
         let store = self.store.clone();
-        let sinks = retention.sinks.clone();
+        let sinks = retention.sinks.borrow().clone();
         let result = tokio::task::spawn_blocking(move || {
-            // A sink that never acknowledged anything holds every record.
+            // A sink that never acknowledged anything holds every record; a
+            // disabled one holds none (it resyncs when enabled again).
             let mut max_seq = Seq::MAX;
             for sink in &sinks {
-                max_seq = max_seq.min(store.cursor(sink)?.unwrap_or(Seq::ZERO));
+                if store.sink_state(sink)?.disabled.is_none() {
+                    max_seq = max_seq.min(store.cursor(sink)?.unwrap_or(Seq::ZERO));
+                }
             }
             store.prune_changes(cutoff, max_seq, PRUNE_BATCH)
         })

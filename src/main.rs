@@ -56,6 +56,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the sinks' state and lag, or enable a disabled sink again.
+    #[command(
+        after_help = "Examples:\n  gcal-syncd sinks\n  gcal-syncd sinks reset app --config /etc/gcal-syncd/config.toml"
+    )]
+    Sinks {
+        /// Configuration file (to find the local API, or the store).
+        #[arg(long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<SinksAction>,
+    },
     /// Run the built-in emulator and the daemon together and walk through a scripted set of changes.
     #[command(
         after_help = "Example:\n  cargo run --release -- demo\n  gcal-syncd demo --keep-running"
@@ -86,12 +97,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SinksAction {
+    /// List the sinks (the default): state, cursor, lag, last error.
+    List {
+        /// Print the daemon's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable a sink disabled by 410 Gone or max_lag; it resumes from its
+    /// cursor. Asks the running daemon, or changes the store when none runs.
+    Reset {
+        /// The sink's name.
+        name: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config::resolve_path(config)),
         Command::CheckConfig { config } => check_config(config::resolve_path(config)),
         Command::Status { config, json } => status(config::resolve_path(config), json),
+        Command::Sinks { config, action } => sinks(
+            config::resolve_path(config),
+            action.unwrap_or(SinksAction::List { json: false }),
+        ),
         Command::Demo {
             keep_running,
             keep_dir,
@@ -155,11 +186,96 @@ fn status(path: PathBuf, json: bool) -> ExitCode {
         }
         Ok(body) => {
             print!("{}", gcal_syncd::status::table(&body, chrono::Utc::now()));
+            let sinks = runtime.block_on(gcal_syncd::api::fetch_sinks(
+                cfg.api.listen,
+                cfg.api.token.as_ref(),
+            ));
+            if let Ok(sinks) = sinks {
+                let table = gcal_syncd::status::sinks_table(&sinks);
+                if !table.is_empty() {
+                    print!("\n{table}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("gcal-syncd status: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn sinks(path: PathBuf, action: SinksAction) -> ExitCode {
+    let cfg = match load(&path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let (addr, token) = (cfg.api.listen, cfg.api.token.as_ref());
+    match action {
+        SinksAction::List { json } => {
+            match runtime.block_on(gcal_syncd::api::fetch_sinks(addr, token)) {
+                Ok(body) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&body).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(body) => {
+                    print!("{}", gcal_syncd::status::sinks_table(&body));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gcal-syncd sinks: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        SinksAction::Reset { name } => {
+            if !cfg.sinks.iter().any(|s| s.name == name) {
+                eprintln!(
+                    "gcal-syncd sinks reset: no sink named {name:?} in {}",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            }
+            match runtime.block_on(gcal_syncd::api::reset_sink(addr, token, &name)) {
+                Ok(Ok(done)) => {
+                    if done["restarted"] == true {
+                        println!("sink {name}: enabled; delivering again from its cursor");
+                    } else {
+                        println!("sink {name}: was not disabled; nothing to do");
+                    }
+                    ExitCode::SUCCESS
+                }
+                // No daemon: the mark is cleared in the store, read at start.
+                Ok(Err(_)) => {
+                    match gcal_syncd::store::Store::open(&cfg.store.path)
+                        .and_then(|store| store.enable_sink(&name))
+                    {
+                        Ok(true) => {
+                            println!("sink {name}: enabled in the store; it delivers when gcal-syncd starts");
+                            ExitCode::SUCCESS
+                        }
+                        Ok(false) => {
+                            println!("sink {name}: was not disabled; nothing to do");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("gcal-syncd sinks reset: no daemon answers at {addr}, and the store cannot be changed: {e}");
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("gcal-syncd sinks reset: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub last_success: Family<CalendarLabels, FloatGauge>,
     pub sync_lag: Family<CalendarLabels, FloatGauge>,
     pub sink_lag: Family<SinkLabels, Gauge>,
+    pub sink_lag_seconds: Family<SinkLabels, FloatGauge>,
+    pub sink_disabled: Family<SinkLabels, Gauge>,
     pub sink_deliveries: Family<DeliveryLabels, Counter>,
     pub channel_expiry: Family<CalendarLabels, FloatGauge>,
     pub feed_head: Gauge,
@@ -105,6 +107,8 @@ impl Metrics {
             last_success: Family::default(),
             sync_lag: Family::default(),
             sink_lag: Family::default(),
+            sink_lag_seconds: Family::default(),
+            sink_disabled: Family::default(),
             sink_deliveries: Family::default(),
             channel_expiry: Family::default(),
             feed_head: Gauge::default(),
@@ -167,6 +171,16 @@ impl Metrics {
             "sink_lag_records",
             "Records published but not yet acknowledged by the sink",
             m.sink_lag.clone(),
+        );
+        r.register(
+            "sink_lag_seconds",
+            "Seconds since the oldest record the sink has not acknowledged was detected",
+            m.sink_lag_seconds.clone(),
+        );
+        r.register(
+            "sink_disabled",
+            "1 while the sink is disabled (410 Gone or max_lag) until reset",
+            m.sink_disabled.clone(),
         );
         r.register(
             "sink_deliveries",

@@ -105,19 +105,7 @@ pub fn table(answer: &CalendarsAnswer, now: DateTime<Utc>) -> String {
                 .collect(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = aligned(rows);
     let store = &answer.store;
     if let Some(e) = &store.error {
         out.push_str(&format!(
@@ -131,6 +119,56 @@ pub fn table(answer: &CalendarsAnswer, now: DateTime<Utc>) -> String {
         ));
     }
     out
+}
+
+/// Rows as columns padded to their widest cell, two spaces apart.
+fn aligned(rows: Vec<Vec<String>>) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// One line per sink of a `/v1/sinks` answer, aligned, with a header;
+/// empty when there are none.
+pub fn sinks_table(answer: &serde_json::Value) -> String {
+    let Some(sinks) = answer["sinks"].as_array().filter(|s| !s.is_empty()) else {
+        return String::new();
+    };
+    let header = ["SINK", "TYPE", "STATE", "CURSOR", "LAG", "LAST ERROR"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    for s in sinks {
+        let lag_seconds = s["lag_seconds"].as_i64().unwrap_or(0);
+        rows.push(vec![
+            text(&s["name"]),
+            text(&s["type"]),
+            text(&s["state"]),
+            text(&s["cursor"]),
+            format!(
+                "{} records, {}",
+                s["lag_records"].as_u64().unwrap_or(0),
+                ago(chrono::Duration::seconds(lag_seconds))
+            ),
+            text(&s["last_error"]).chars().take(60).collect(),
+        ]);
+    }
+    aligned(rows)
 }
 
 /// "3m", "2h", "5d" style.
@@ -184,5 +222,29 @@ mod tests {
         let t = table(&serde_json::from_value(body).expect("answer"), Utc::now());
         assert!(t.contains("STORE FAILING (the feed is paused at seq 540): store backend error: No space left on device"), "{t}");
         assert!(t.contains("moved to /var/lib/s.corrupt-x"), "{t}");
+    }
+
+    #[test]
+    fn sinks_render_one_aligned_row_each_with_lag_and_error() {
+        let answer = json!({"sinks": [
+            {"name": "app", "type": "webhook", "state": "delivering", "cursor": 41,
+             "lag_records": 0, "lag_seconds": 0, "last_error": null},
+            {"name": "db", "type": "command", "state": "disabled", "cursor": 7,
+             "lag_records": 34, "lag_seconds": 7200, "last_error": "the receiver answered 410 Gone"}
+        ]});
+        let table = sinks_table(&answer);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("SINK  TYPE"), "{table}");
+        assert!(
+            lines[2].contains("disabled") && lines[2].contains("34 records, 2h"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("the receiver answered 410 Gone"),
+            "{table}"
+        );
+        assert_eq!(lines[1].find("webhook"), lines[2].find("command"));
+        assert_eq!(sinks_table(&json!({"sinks": []})), "");
     }
 }

@@ -5,7 +5,6 @@
 //! checks the query strings.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -13,8 +12,11 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod client;
 mod query;
 mod stream;
+
+pub use client::{fetch_calendars, fetch_sinks, reset_sink, Unreachable};
 
 use query::{parse_query, snapshot_query, ChangesQuery};
 
@@ -44,8 +46,8 @@ pub struct Api {
     waiting: Arc<Semaphore>,
     /// Slots for snapshots being streamed; see [`MAX_SNAPSHOTS`].
     snapshots: Arc<Semaphore>,
-    /// What each sink's task last did.
-    sinks: crate::sinks::SinkBoard,
+    /// What each sink's task last did, and the sinks' manager.
+    sinks: Option<crate::sinks::Sinks>,
 }
 
 /// Long-polls that may wait at once. Below the API's connection limit
@@ -78,27 +80,35 @@ impl Api {
             stop,
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
-            sinks: Default::default(),
+            sinks: None,
         }
     }
 
     /// Shows the sinks' state on `/v1/sinks`.
-    pub(crate) fn with_sinks(mut self, sinks: crate::sinks::SinkBoard) -> Self {
-        self.sinks = sinks;
+    pub(crate) fn with_sinks(mut self, sinks: crate::sinks::Sinks) -> Self {
+        self.sinks = Some(sinks);
         self
+    }
+
+    fn sink_states(&self) -> Vec<crate::sinks::SinkStatus> {
+        self.sinks
+            .as_ref()
+            .map(|s| s.board.all())
+            .unwrap_or_default()
     }
 
     /// `/v1/sinks`: each sink's cursor, state and lag behind the feed.
     fn sinks(&self) -> Response {
         let head = self.feed.head();
+        let now = chrono::Utc::now();
         let sinks: Vec<Value> = self
-            .sinks
-            .all()
+            .sink_states()
             .into_iter()
             .map(|s| {
-                let lag = head.since(s.cursor);
+                let (records, seconds) = s.lag(head, now);
                 let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["lag_records"] = json!(lag);
+                v["lag_records"] = json!(records);
+                v["lag_seconds"] = json!(seconds);
                 v
             })
             .collect();
@@ -106,6 +116,19 @@ impl Api {
             StatusCode::OK,
             &json!({ "sinks": sinks, "feed_head": head, "store_id": self.store.id() }),
         )
+    }
+
+    /// `POST /v1/sinks/{name}/reset`: enables a disabled sink again.
+    async fn reset_sink(&self, name: &str) -> Response {
+        let Some(sinks) = &self.sinks else {
+            return http::error(StatusCode::NOT_FOUND, "no sinks are configured");
+        };
+        // Sink names are plain (letters, digits, '.', '_', '-'): nothing to decode.
+        match sinks.reset(name).await {
+            Ok(done) => http::json(StatusCode::OK, &json!(done)),
+            Err(why) if why.starts_with("no sink") => http::error(StatusCode::NOT_FOUND, &why),
+            Err(why) => http::error(StatusCode::SERVICE_UNAVAILABLE, &why),
+        }
     }
 
     /// Routes one request.
@@ -138,6 +161,13 @@ impl Api {
             }
             (&Method::GET, "/v1/calendars") => self.calendars(),
             (&Method::GET, "/v1/sinks") => self.sinks(),
+            (method, p) if p.starts_with("/v1/sinks/") && p.ends_with("/reset") => {
+                if method != Method::POST {
+                    return http::error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+                }
+                let name = &p["/v1/sinks/".len()..p.len() - "/reset".len()];
+                self.reset_sink(name).await
+            }
             (&Method::GET, "/v1/snapshot") => match snapshot_query(&query) {
                 Ok(key) => self.snapshot(key),
                 Err(msg) => http::error(StatusCode::BAD_REQUEST, &msg),
@@ -356,10 +386,23 @@ impl Api {
     fn metrics(&self) -> Response {
         let now = chrono::Utc::now();
         let head = self.feed.head();
-        for sink in self.sinks.all() {
+        // Sinks a reload removed go from the scrape.
+        self.metrics.sink_lag.clear();
+        self.metrics.sink_lag_seconds.clear();
+        self.metrics.sink_disabled.clear();
+        for sink in self.sink_states() {
+            let (records, seconds) = sink.lag(head, now);
             let labels = crate::metrics::SinkLabels { sink: sink.name };
-            let lag = i64::try_from(head.since(sink.cursor)).unwrap_or(i64::MAX);
-            self.metrics.sink_lag.get_or_create(&labels).set(lag);
+            self.metrics
+                .sink_disabled
+                .get_or_create(&labels)
+                .set(i64::from(sink.state == "disabled"));
+            let records = i64::try_from(records).unwrap_or(i64::MAX);
+            self.metrics.sink_lag.get_or_create(&labels).set(records);
+            self.metrics
+                .sink_lag_seconds
+                .get_or_create(&labels)
+                .set(seconds as f64);
         }
         let keys = self.calendars.keys();
         let channels = self.store.channels().unwrap_or_default();
@@ -468,37 +511,4 @@ fn channel_of(
             expires_at: c.expiration_ms.and_then(Timestamp::from_millis),
             confirmed: c.confirmed,
         })
-}
-
-/// `gcal-syncd status`: the calendars of the daemon at `addr`.
-pub async fn fetch_calendars(
-    addr: std::net::SocketAddr,
-    token: Option<&Secret>,
-) -> Result<CalendarsAnswer, String> {
-    crate::tls::ensure_provider();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut req = http.get(format!("http://{addr}/v1/calendars"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t.expose());
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach gcal-syncd at {addr}: {e}"))?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("unexpected answer from {addr}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!(
-            "{addr} answered {status}: {}",
-            body["error"].as_str().unwrap_or("")
-        ));
-    }
-    serde_json::from_value(body).map_err(|e| format!("unexpected answer from {addr}: {e}"))
 }

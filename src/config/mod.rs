@@ -133,7 +133,8 @@ pub enum OnCalendarRemoved {
 }
 
 /// A consumer that the feed is pushed to.
-#[derive(Debug, Clone)]
+/// Compared on reload: a sink that differs in anything is restarted.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sink {
     pub name: String,
     pub target: SinkTarget,
@@ -144,9 +145,12 @@ pub struct Sink {
     pub batch_max: usize,
     /// How long one delivery may take.
     pub timeout: Duration,
+    /// A sink whose oldest undelivered record is older than this is
+    /// disabled, so that it does not hold the feed forever.
+    pub max_lag: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkTarget {
     Webhook(Url),
     Command(Vec<String>),
@@ -225,9 +229,8 @@ impl Config {
         {
             out.push("channels");
         }
-        let sinks = |c: &Config| c.sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-        if old.feed.retention != new.feed.retention || sinks(old) != sinks(new) {
-            out.push("feed.retention/sinks");
+        if old.feed.retention != new.feed.retention {
+            out.push("feed.retention");
         }
         if old.sync.poll_interval != new.sync.poll_interval
             || old.sync.debounce != new.sync.debounce

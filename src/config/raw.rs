@@ -100,4 +100,5 @@ pub(super) struct RawSink {
     pub calendars: S<Vec<String>>,
     pub batch_max: S<i64>,
     pub timeout: S<String>,
+    pub max_lag: S<String>,
 }

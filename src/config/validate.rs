@@ -389,10 +389,21 @@ impl Validator<'_> {
     fn sink(&mut self, i: usize, s: &Spanned<RawSink>) -> Option<Sink> {
         let key = |k: &str| format!("sinks[{i}].{k}");
         let raw = s.get_ref();
-        let name = raw.name.as_ref().map(|n| n.get_ref().clone());
-        if name.is_none() {
-            self.src.missing(s.span(), &key("name"));
-        }
+        let name = match raw.name.as_ref() {
+            None => {
+                self.src.missing(s.span(), &key("name"));
+                None
+            }
+            Some(n) if !plain_name(n.get_ref()) => {
+                let msg = format!(
+                    "\"{}\" is not a sink name: 1 to 64 letters, digits, '.', '_' or '-' (it names the sink in URLs, metrics and the store)",
+                    n.get_ref().escape_debug()
+                );
+                self.src.error_at(n, &key("name"), msg);
+                None
+            }
+            Some(n) => Some(n.get_ref().clone()),
+        };
         let target = match raw.kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
             Some((_, "webhook")) => match &raw.url {
                 Some(u) => self.url(Some(u), &key("url"), "").map(SinkTarget::Webhook),
@@ -465,6 +476,13 @@ impl Validator<'_> {
             false,
             Duration::from_secs(600),
         );
+        let max_lag = self.duration(
+            raw.max_lag.as_ref(),
+            &key("max_lag"),
+            "7d",
+            false,
+            DAY * 3650,
+        );
         let list = |v: &S<Vec<String>>| v.as_ref().map_or(Vec::new(), |l| l.get_ref().clone());
         Some(Sink {
             name: name?,
@@ -476,6 +494,7 @@ impl Validator<'_> {
             },
             batch_max: batch_max? as usize,
             timeout: timeout?,
+            max_lag: max_lag?,
         })
     }
 
@@ -661,4 +680,12 @@ fn program_problem(program: &str) -> Option<String> {
         Ok(_) => Some(format!("{program:?} is not an executable file")),
         Err(e) => Some(format!("cannot use {program:?}: {e}")),
     }
+}
+
+/// A sink name: 1 to 64 ASCII letters, digits, '.', '_' or '-'.
+fn plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

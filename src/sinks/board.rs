@@ -18,10 +18,24 @@ pub(crate) struct SinkStatus {
     pub(crate) kind: &'static str,
     /// The last seq the sink acknowledged (or its filters passed over).
     pub(crate) cursor: Seq,
-    /// `delivering`, `retrying`, `disabled` or `not_delivered`.
+    /// `delivering`, `retrying`, `disabled` or `failed`.
     pub(crate) state: &'static str,
+    /// When the oldest record the sink has not acknowledged was detected
+    /// (None when it has them all): its lag in time.
+    pub(crate) pending_since: Option<Timestamp>,
     pub(crate) last_success: Option<Timestamp>,
     pub(crate) last_error: Option<String>,
+}
+
+impl SinkStatus {
+    /// How far the sink is behind a feed whose head is `head`: in records,
+    /// and in seconds since its oldest unacknowledged record was detected.
+    pub(crate) fn lag(&self, head: Seq, now: chrono::DateTime<chrono::Utc>) -> (u64, u64) {
+        let seconds = self.pending_since.map_or(0, |t| {
+            u64::try_from(now.signed_duration_since(t.as_datetime()).num_seconds()).unwrap_or(0)
+        });
+        (head.since(self.cursor), seconds)
+    }
 }
 
 #[derive(Clone, Default)]
@@ -33,6 +47,16 @@ impl SinkBoard {
             .read()
             .map(|b| b.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<SinkStatus> {
+        self.0.read().ok().and_then(|b| b.get(name).cloned())
+    }
+
+    pub(super) fn remove(&self, name: &str) {
+        if let Ok(mut b) = self.0.write() {
+            b.remove(name);
+        }
     }
 
     pub(super) fn put(&self, status: SinkStatus) {

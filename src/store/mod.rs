@@ -8,8 +8,9 @@
 //! `heads.rs`), `bodies` (big-endian body id -> the Event JSON as Google
 //! sent it, written once, in key order), `changes` (big-endian seq ->
 //! change record, its bodies named by id; `log.rs` reads them back and
-//! frees bodies with retention), `channels` (channel id -> channel) and
-//! `cursors` (sink name -> seq). `migrate.rs` brings a schema-1 store,
+//! frees bodies with retention), `channels` (channel id -> channel),
+//! `cursors` (sink name -> seq) and `sink_state` (sink name -> whether,
+//! why and since when the sink is disabled). `migrate.rs` brings a schema-1 store,
 //! whose heads and records held the bodies themselves, to this layout.
 //!
 //! Beside sled's files, `head.json` (`marker.rs`) holds the store id and
@@ -117,6 +118,8 @@ struct Trees {
     channels: sled::Tree,
     changes: sled::Tree,
     cursors: sled::Tree,
+    /// Sink name -> [`SinkState`] as JSON.
+    sink_state: sled::Tree,
     /// The next body id: one above the highest stored.
     next_body: AtomicU64,
     /// Calendar key -> 1 when Google refused push for it (poll-only). Kept
@@ -420,6 +423,7 @@ impl Trees {
             channels: db.open_tree("channels")?,
             changes: db.open_tree("changes")?,
             cursors: db.open_tree("cursors")?,
+            sink_state: db.open_tree("sink_state")?,
             poll_only: db.open_tree("poll_only")?,
             db,
         })
@@ -528,6 +532,54 @@ impl Store {
         let t = self.t()?;
         t.cursors.insert(sink.as_bytes(), &keys::seq(seq))?;
         Ok(())
+    }
+
+    /// The sink's state (default: enabled). A state that cannot be read
+    /// keeps the sink disabled, with that as the reason, rather than
+    /// delivering to a receiver that may have asked for nothing more.
+    pub fn sink_state(&self, sink: &str) -> Result<SinkState, StoreError> {
+        let t = self.t()?;
+        Ok(match t.sink_state.get(sink.as_bytes())? {
+            None => SinkState::default(),
+            Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| SinkState {
+                disabled: Some(SinkDisabled {
+                    since: crate::time::Timestamp::now(),
+                    reason: format!("the sink's stored state cannot be read ({e})"),
+                }),
+                enabled_at: None,
+            }),
+        })
+    }
+
+    fn put_sink_state(&self, sink: &str, state: &SinkState) -> Result<(), StoreError> {
+        let t = self.t()?;
+        let value = serde_json::to_vec(state)
+            .map_err(|e| StoreError::Backend(format!("cannot encode a sink's state: {e}")))?;
+        t.sink_state.insert(sink.as_bytes(), value)?;
+        t.db.flush()?;
+        Ok(())
+    }
+
+    /// Marks the sink disabled, durably: it stays so across restarts until
+    /// [`Store::enable_sink`].
+    pub fn disable_sink(&self, sink: &str, why: SinkDisabled) -> Result<(), StoreError> {
+        let mut state = self.sink_state(sink)?;
+        state.disabled = Some(why);
+        self.put_sink_state(sink, &state)
+    }
+
+    /// Enables the sink (its lag counts from now at the earliest); true if
+    /// it was disabled.
+    pub fn enable_sink(&self, sink: &str) -> Result<bool, StoreError> {
+        let state = self.sink_state(sink)?;
+        self.put_sink_state(
+            sink,
+            &SinkState {
+                disabled: None,
+                enabled_at: Some(crate::time::Timestamp::now()),
+            },
+        )?;
+        Ok(state.disabled.is_some())
     }
 
     // ----- durability -----

@@ -323,3 +323,22 @@ impl PartialEq<str> for ChannelId {
         self.0 == other
     }
 }
+
+/// Why and since when a sink is disabled ([`super::Store::disable_sink`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkDisabled {
+    pub since: Timestamp,
+    pub reason: String,
+}
+
+/// A sink's state beside its cursor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SinkState {
+    /// Set while the sink is disabled.
+    pub disabled: Option<SinkDisabled>,
+    /// When it was last enabled again: its lag counts from then at the
+    /// earliest, so a sink reset after a long outage gets `max_lag` to
+    /// catch up instead of being disabled again at once.
+    pub enabled_at: Option<Timestamp>,
+}

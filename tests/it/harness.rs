@@ -30,7 +30,7 @@ pub struct Setup {
     /// Make the calendar one Google does not push for.
     pub pushless: bool,
     /// Top-level tables after `[[accounts]]` (`[feed]`, `[[sinks]]`).
-    pub tail: &'static str,
+    pub tail: String,
 }
 
 impl Default for Setup {
@@ -46,7 +46,7 @@ impl Default for Setup {
             debounce: "0s",
             retry_base: "50ms",
             pushless: false,
-            tail: "",
+            tail: String::new(),
         }
     }
 }
@@ -108,7 +108,7 @@ impl Harness {
             } else {
                 format!("[{}]", self.calendars)
             })
-            .tail(setup.tail);
+            .tail(&setup.tail);
         for (k, v) in setup.channels {
             text = text.channels(k, v);
         }
@@ -157,6 +157,13 @@ impl Harness {
             .send(Control::Reload)
             .await
             .expect("reload");
+    }
+
+    /// Replaces the tables after the account (`Setup::tail`) and reloads,
+    /// as SIGHUP after editing the file does.
+    pub async fn set_tail(&mut self, tail: &str) {
+        self.setup.tail = tail.to_string();
+        self.reload().await;
     }
 
     /// Follows the account's whole calendar list (`calendars = "all"`).

@@ -30,7 +30,7 @@ async fn short_retention(name: &str) -> Harness {
     Harness::start(
         name,
         Setup {
-            tail: "[feed]\nretention = \"1s\"\n",
+            tail: "[feed]\nretention = \"1s\"\n".into(),
             ..Default::default()
         },
     )
@@ -86,7 +86,7 @@ async fn a_sink_that_has_not_passed_the_records_keeps_them() {
     let h = Harness::start(
         "retention-sink",
         Setup {
-            tail: "[feed]\nretention = \"1s\"\n[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/changes\"\nsecret_file = \"webhook.secret\"\n",
+            tail: "[feed]\nretention = \"1s\"\n[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/changes\"\nsecret_file = \"webhook.secret\"\n".into(),
             ..Default::default()
         },
     )

@@ -57,7 +57,6 @@ async fn a_webhook_gets_every_change_in_order_signed_and_retried_until_acknowled
          [[sinks]]\nname = \"quiet\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\ncalendars = [\"someone-else\"]\n",
         receiver.url, quiet.url
     );
-    let tail: &'static str = Box::leak(tail.into_boxed_str());
     let mut h = Harness::start(
         "sink-webhook",
         Setup {
@@ -189,7 +188,6 @@ async fn the_standard_webhooks_python_library_accepts_our_signatures() {
         "[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"webhook.secret\"\n",
         receiver.url
     );
-    let tail: &'static str = Box::leak(tail.into_boxed_str());
     let h = Harness::start(
         "sink-python",
         Setup {
