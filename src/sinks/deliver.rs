@@ -85,7 +85,13 @@ pub(super) async fn run(
             }
         }
         cursor = through;
-        if let Err(e) = store.set_cursor(name, cursor) {
+        // Durable before the next batch goes out, so a crash repeats at
+        // most the batch in flight.
+        let stored = match store.set_cursor(name, cursor) {
+            Ok(()) => store.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
             // Delivered again after a restart, never lost.
             tracing::warn!(sink = %name, error = %e, "cannot store the sink's cursor");
         }

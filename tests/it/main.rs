@@ -18,6 +18,7 @@ mod resilience;
 mod retention;
 mod sinks;
 mod sinks_command;
+mod sinks_crash;
 mod sinks_disable;
 mod snapshot;
 mod store;
