@@ -5,6 +5,7 @@
 //! Shows only behaviour the daemon has; adds none.
 
 pub mod check;
+mod receiver;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -106,6 +107,9 @@ struct Demo {
     stop: CancellationToken,
     daemon: tokio::task::JoinHandle<()>,
     head: u64,
+    /// The application behind the webhook sink; stops with the demo.
+    receiver: receiver::Receiver,
+    _receiver_stop: tokio_util::sync::DropGuard,
 }
 
 impl Demo {
@@ -126,10 +130,14 @@ impl Demo {
         )
         .map_err(|e| e.to_string())?;
         seed(&emu).await?;
+        let secret = receiver::new_secret()?;
+        write_file(&dir.join("webhook.secret"), secret.as_bytes()).map_err(|e| e.to_string())?;
+        let receiver_stop = CancellationToken::new();
+        let receiver = receiver::Receiver::start(bind().await?, &secret, receiver_stop.clone())?;
         let hook = bind().await?;
         let api = bind().await?;
         let (hook_addr, api_addr) = (addr(&hook)?, addr(&api)?);
-        let text = config_text(&emu, &hook_addr, &api_addr);
+        let text = config_text(&emu, &hook_addr, &api_addr, &receiver.url);
         let path = dir.join("config.toml");
         write_file(&path, text.as_bytes()).map_err(|e| e.to_string())?;
         println!(
@@ -162,6 +170,8 @@ impl Demo {
             stop,
             daemon,
             head: 0,
+            receiver,
+            _receiver_stop: receiver_stop.drop_guard(),
         })
     }
 
@@ -282,6 +292,7 @@ impl Demo {
         )
         .await;
         self.renewal(&mut failures, &channel, &e(28)).await;
+        self.webhook(&mut failures).await;
         self.summary(&failures, started);
         if failures.is_empty() {
             0
@@ -484,6 +495,39 @@ impl Demo {
         .await;
     }
 
+    /// The webhook sink's receiver must hold every record of the walk, in
+    /// seq order, each batch's signature verified.
+    async fn webhook(&self, failures: &mut Vec<String>) {
+        println!("\n== the webhook sink (a receiver that verifies Standard Webhooks signatures)");
+        let want: Vec<u64> = (1..=self.head).collect();
+        let deadline = Instant::now() + STEP_LIMIT;
+        let got = loop {
+            let got = self.receiver.received();
+            if got.seqs.len() >= want.len() || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "   {} signed POSTs verified, {} refused; {} changes received, seqs {}..{}",
+            got.verified,
+            got.refused,
+            got.seqs.len(),
+            got.seqs.first().copied().unwrap_or(0),
+            got.seqs.last().copied().unwrap_or(0)
+        );
+        if got.seqs == want && got.refused == 0 {
+            println!("   every change pushed once, in order, signed: OK");
+        } else {
+            failures.push(format!(
+                "webhook sink: wanted seqs 1..={} in order with every signature valid; got {} changes, {} refused",
+                self.head,
+                got.seqs.len(),
+                got.refused
+            ));
+        }
+    }
+
     fn summary(&self, failures: &[String], started: Instant) {
         let c = self.emu.counters();
         let pings = c.pings_sent.get("exists").copied().unwrap_or(0);
@@ -549,7 +593,7 @@ fn addr(l: &tokio::net::TcpListener) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn config_text(emu: &Emulator, hook: &str, api: &str) -> String {
+fn config_text(emu: &Emulator, hook: &str, api: &str, webhook: &str) -> String {
     crate::config::ConfigText::new("demo", "service-account.json")
         .google(&emu.api_root())
         .hook(hook)
@@ -559,6 +603,9 @@ fn config_text(emu: &Emulator, hook: &str, api: &str) -> String {
         .channels("check_schedule", "\"* * * * * *\"")
         .sync("poll_interval", "\"15m\"")
         .sync("debounce", "\"300ms\"")
+        .tail(&format!(
+            "[[sinks]]\nname = \"demo-app\"\ntype = \"webhook\"\nurl = \"{webhook}\"\nsecret_file = \"webhook.secret\"\n"
+        ))
         .render()
 }
 

@@ -39,6 +39,7 @@ fn demo_runs_to_completion_and_every_record_checks_out() {
         "burst of 200",
         "forced 410",
         "channel renewal",
+        "every change pushed once, in order, signed: OK",
     ] {
         assert!(stdout.contains(step), "step {step:?} missing:\n{stdout}");
     }
