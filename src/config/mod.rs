@@ -154,6 +154,19 @@ pub struct Sink {
 pub enum SinkTarget {
     Webhook(Url),
     Command(Vec<String>),
+    /// JetStream; the sink's `secret` holds the credentials file, if any.
+    Nats(NatsTarget),
+}
+
+/// Where a NATS sink publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsTarget {
+    /// `nats://` or `tls://` server address.
+    pub url: String,
+    /// The JetStream stream that must store the messages.
+    pub stream: String,
+    /// Subjects are `<subject_prefix>.<account>.<calendar>`.
+    pub subject_prefix: String,
 }
 
 impl Config {

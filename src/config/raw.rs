@@ -101,4 +101,7 @@ pub(super) struct RawSink {
     pub batch_max: S<i64>,
     pub timeout: S<String>,
     pub max_lag: S<String>,
+    pub stream: S<String>,
+    pub subject_prefix: S<String>,
+    pub credentials_file: S<String>,
 }

@@ -429,12 +429,13 @@ impl Validator<'_> {
                     None
                 }
             },
+            Some((_, "nats")) => self.nats(s, raw, &key).map(SinkTarget::Nats),
             Some((k, other)) => {
                 self.src.error_at(
                     k,
                     &key("type"),
                     format!(
-                        "\"{}\" is not one of \"webhook\", \"command\"",
+                        "\"{}\" is not one of \"webhook\", \"command\", \"nats\"",
                         other.escape_debug()
                     ),
                 );
@@ -445,7 +446,21 @@ impl Validator<'_> {
                 None
             }
         };
-        let secret = match &raw.secret_file {
+        let secret_key = if raw.credentials_file.is_some() {
+            key("credentials_file")
+        } else {
+            key("secret_file")
+        };
+        let secret_file = match (&target, &raw.credentials_file) {
+            (Some(SinkTarget::Nats(_)), Some(creds)) => Some(creds),
+            (_, Some(creds)) => {
+                self.src
+                    .error_at(creds, &key("credentials_file"), "is only for a nats sink");
+                None
+            }
+            _ => raw.secret_file.as_ref(),
+        };
+        let secret = match secret_file {
             None if matches!(target, Some(SinkTarget::Webhook(_))) => {
                 self.src.error(
                     s.span(),
@@ -455,7 +470,7 @@ impl Validator<'_> {
                 None
             }
             None => Some(None),
-            Some(f) => match self.secret_file(f, &key("secret_file")) {
+            Some(f) => match self.secret_file(f, &secret_key) {
                 Some(secret) if matches!(target, Some(SinkTarget::Webhook(_))) => {
                     match crate::sinks::Signer::new(secret.expose()) {
                         Ok(_) => Some(Some(secret)),
@@ -495,6 +510,53 @@ impl Validator<'_> {
             batch_max: batch_max? as usize,
             timeout: timeout?,
             max_lag: max_lag?,
+        })
+    }
+
+    /// A nats sink's `url`, `stream` and `subject_prefix`.
+    fn nats(
+        &mut self,
+        s: &Spanned<RawSink>,
+        raw: &RawSink,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<super::NatsTarget> {
+        let mut required = |v: &S<String>, k: &str, check: fn(&str) -> Option<String>| match v {
+            None => {
+                self.src.missing(s.span(), &key(k));
+                None
+            }
+            Some(v) => match check(v.get_ref()) {
+                None => Some(v.get_ref().clone()),
+                Some(why) => {
+                    self.src.error_at(v, &key(k), why);
+                    None
+                }
+            },
+        };
+        let url = required(&raw.url, "url", |u| match Url::parse(u) {
+            Ok(u) if matches!(u.scheme(), "nats" | "tls") && u.host_str().is_some() => None,
+            Ok(_) => Some("must be a nats:// or tls:// URL with a host".into()),
+            Err(e) => Some(format!(
+                "\"{}\" is not an absolute URL ({e})",
+                u.escape_debug()
+            )),
+        });
+        let stream = required(&raw.stream, "stream", |v| {
+            (v.is_empty() || v.contains(|c: char| c.is_whitespace() || ".*>/\\".contains(c)))
+                .then(|| format!("\"{}\" is not a JetStream stream name (no spaces, '.', '*', '>', '/', '\\')", v.escape_debug()))
+        });
+        let prefix = required(&raw.subject_prefix, "subject_prefix", |v| {
+            let bad = |t: &str| {
+                t.is_empty() || t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+            };
+            v.split('.').any(bad).then(|| {
+                format!("\"{}\" is not a subject prefix: dot-separated, non-empty tokens without spaces, '*' or '>'", v.escape_debug())
+            })
+        });
+        Some(super::NatsTarget {
+            url: url?,
+            stream: stream?,
+            subject_prefix: prefix?,
         })
     }
 

@@ -84,6 +84,7 @@ pub(super) async fn run(
                 }
             }
         }
+        store.failpoint("abort_after_sink_ack");
         cursor = through;
         // Durable before the next batch goes out, so a crash repeats at
         // most the batch in flight.

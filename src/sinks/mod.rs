@@ -12,12 +12,14 @@
 //! or its lag passes `max_lag`; a disabled sink holds no records.
 //!
 //! Targets: webhooks, signed as Standard Webhooks (`webhook.rs`,
-//! `sign.rs`), and commands fed the batch on stdin (`command.rs`).
+//! `sign.rs`), commands fed the batch on stdin (`command.rs`), and NATS
+//! JetStream streams, one message per record (`nats.rs`).
 
 mod board;
 mod command;
 mod deliver;
 mod manager;
+mod nats;
 mod sign;
 mod webhook;
 
@@ -50,6 +52,7 @@ fn batch_id(store_id: &str, first: Seq, last: Seq) -> String {
 enum Target {
     Webhook(Box<webhook::Webhook>),
     Command(command::Command),
+    Nats(Box<nats::Nats>),
 }
 
 impl Target {
@@ -75,6 +78,12 @@ impl Target {
                 store.id(),
                 sink.timeout,
             )),
+            SinkTarget::Nats(target) => Target::Nats(Box::new(nats::Nats::new(
+                target,
+                sink.secret.clone(),
+                store.id(),
+                sink.timeout,
+            ))),
         })
     }
 
@@ -82,6 +91,7 @@ impl Target {
         match target {
             SinkTarget::Webhook(_) => "webhook",
             SinkTarget::Command(_) => "command",
+            SinkTarget::Nats(_) => "nats",
         }
     }
 
@@ -89,6 +99,7 @@ impl Target {
         match self {
             Target::Webhook(w) => w.send(batch).await,
             Target::Command(c) => c.send(batch).await,
+            Target::Nats(n) => n.send(batch).await,
         }
     }
 }

@@ -355,7 +355,9 @@ impl Trees {
     /// environment, the process flushes and aborts (as a SIGKILL would stop
     /// it, no destructor runs) the N-th time it passes the fail point
     /// `name`: `abort_after_chunk` after each page transaction,
-    /// `abort_after_migration_batch` after each batch of the migration.
+    /// `abort_after_migration_batch` after each batch of the migration,
+    /// `abort_after_sink_ack` after a sink's batch was acknowledged and
+    /// before its cursor moves.
     fn failpoint(&self, name: &str) {
         static AT: OnceLock<Option<(String, usize)>> = OnceLock::new();
         static PASSED: AtomicUsize = AtomicUsize::new(0);
@@ -580,6 +582,13 @@ impl Store {
             },
         )?;
         Ok(state.disabled.is_some())
+    }
+
+    /// See `Trees::failpoint`.
+    pub(crate) fn failpoint(&self, name: &str) {
+        if let Ok(t) = self.t() {
+            t.failpoint(name);
+        }
     }
 
     // ----- durability -----

@@ -20,6 +20,7 @@ mod sinks;
 mod sinks_command;
 mod sinks_crash;
 mod sinks_disable;
+mod sinks_nats;
 mod snapshot;
 mod store;
 mod store_damage;
