@@ -1,0 +1,385 @@
+//! Push delivery (issue #14): how fast a sink drains a backlog, compared
+//! with a pull reader of `/v1/changes` in the same run; ping-to-webhook
+//! latency against ping-to-record (P2's measure) in the same run; and 1000
+//! SSE clients on one daemon. Run: `cargo bench --bench sinks`. The NATS
+//! row needs `nats-server` on PATH (skipped, and said so, without it).
+//! `BENCH_SINK_EVENTS` sets the backlog (default 50000).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gcal_syncd::config::Config;
+use gcal_syncd::daemon::{self, Listeners};
+use gcal_syncd::emulator::{Edit, Emulator, SERVICE_ACCOUNT as CAL};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let n: u64 = std::env::var("BENCH_SINK_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let emu = emulator().await;
+    emu.bulk_insert(CAL, (0..n as usize).map(event))
+        .expect("bulk");
+    let dir = temp_dir("sinks");
+    std::fs::write(dir.join("webhook.secret"), SECRET).expect("secret");
+    let http = http();
+
+    // The backlog, written by a daemon without sinks; then the pull
+    // baseline: one reader paging through /v1/changes.
+    let d = start(&dir, &emu, "").await;
+    wait_records_count(&http, &d.api, n).await;
+    let t = Instant::now();
+    let mut cursor = 0;
+    while cursor < n {
+        let body: Value = http
+            .get(format!(
+                "http://{}/v1/changes?after={cursor}&limit=1000",
+                d.api
+            ))
+            .send()
+            .await
+            .expect("pull")
+            .json()
+            .await
+            .expect("json");
+        cursor = body["next"].as_u64().expect("next");
+    }
+    let pull = t.elapsed();
+    d.stop().await;
+    println!(
+        "| pull reader, /v1/changes limit=1000 ({n} records) | {:.2} s | {:.0} changes/s |",
+        pull.as_secs_f64(),
+        n as f64 / pull.as_secs_f64()
+    );
+
+    // Webhook: a receiver that answers 204 at once.
+    let stop = CancellationToken::new();
+    let (receiver, seen) = receiver(stop.clone()).await;
+    let sink = format!(
+        "[[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{receiver}\"\nsecret_file = \"webhook.secret\"\nbatch_max = 100\n"
+    );
+    let t = Instant::now();
+    let d = start(&dir, &emu, &sink).await;
+    let mut rx = seen.clone();
+    rx.wait_for(|&s| s >= n).await.expect("delivered");
+    let push = t.elapsed();
+    println!(
+        "| webhook sink, batch_max 100 ({n} records, daemon start to last acknowledged) | {:.2} s | {:.0} changes/s | {:.2}x the pull reader |",
+        push.as_secs_f64(),
+        n as f64 / push.as_secs_f64(),
+        pull.as_secs_f64() / push.as_secs_f64()
+    );
+
+    latency(&emu, &http, &d.api, &seen).await;
+    sse(&emu, &http, &d.api).await;
+    d.stop().await;
+    nats(&dir, &emu, &http, n).await;
+    stop.cancel();
+}
+
+/// 300 edits one after another, each with its ping: the time to the record
+/// on a long-poll, and to the webhook POST that carries it.
+async fn latency(emu: &Emulator, http: &reqwest::Client, api: &str, seen: &watch::Receiver<u64>) {
+    wait_channel(http, api).await;
+    let ids: Vec<String> = emu.etags(CAL).into_iter().map(|(id, _, _)| id).collect();
+    let mut head = *seen.borrow();
+    let (mut to_record, mut to_webhook) = (Vec::new(), Vec::new());
+    for (i, id) in ids.iter().take(300).enumerate() {
+        let mut rx = seen.clone();
+        let poll = {
+            let (http, api) = (http.clone(), api.to_string());
+            tokio::spawn(async move {
+                let got = wait_records(&http, &api, head, 1).await;
+                (Instant::now(), got)
+            })
+        };
+        let t = Instant::now();
+        emu.edit(
+            CAL,
+            Edit::Patch(id.clone(), json!({"summary": format!("latency {i}")})),
+            true,
+        )
+        .await
+        .expect("edit");
+        rx.wait_for(|&s| s > head).await.expect("webhook");
+        to_webhook.push(t.elapsed());
+        let (at, _) = poll.await.expect("poll");
+        to_record.push(at.saturating_duration_since(t));
+        head = *rx.borrow();
+    }
+    to_record.sort();
+    to_webhook.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "| ping -> record on a long-poll (P2's measure, 300 edits, debounce 0s) | p50 {:.2} ms | p99 {:.2} ms |",
+        ms(percentile(&to_record, 0.5)),
+        ms(percentile(&to_record, 0.99))
+    );
+    println!(
+        "| ping -> webhook POST received (same edits) | p50 {:.2} ms | p99 {:.2} ms |",
+        ms(percentile(&to_webhook, 0.5)),
+        ms(percentile(&to_webhook, 0.99))
+    );
+}
+
+/// 1000 SSE clients (plain sockets) on one daemon: the time from an edit to
+/// each client reading its record, and the daemon process's RSS per client.
+async fn sse(emu: &Emulator, http: &reqwest::Client, api: &str) {
+    const CLIENTS: usize = 1000;
+    let head: Value = http
+        .get(format!("http://{api}/v1/sinks"))
+        .send()
+        .await
+        .expect("sinks")
+        .json()
+        .await
+        .expect("json");
+    let head = head["feed_head"].as_u64().expect("head");
+    let before = rss_kb();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut s = tokio::net::TcpStream::connect(api).await.expect("connect");
+        s.write_all(
+            format!("GET /v1/changes/stream?after={head} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("request");
+        clients.push(s);
+    }
+    // Every stream has answered its headers.
+    let mut ready = Vec::with_capacity(CLIENTS);
+    for mut s in clients {
+        let mut buf = Vec::new();
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let k = s.read(&mut chunk).await.expect("read");
+            assert!(k > 0, "stream closed");
+            buf.extend_from_slice(&chunk[..k]);
+        }
+        ready.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb();
+    let ids: Vec<String> = emu.etags(CAL).into_iter().map(|(id, _, _)| id).collect();
+    let t = Instant::now();
+    let readers: Vec<_> = ready
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while !buf.windows(4).any(|w| w == b"id: ") {
+                    let mut chunk = [0u8; 4096];
+                    let k = s.read(&mut chunk).await.expect("read");
+                    assert!(k > 0, "stream closed");
+                    buf.extend_from_slice(&chunk[..k]);
+                }
+                Instant::now()
+            })
+        })
+        .collect();
+    emu.edit(
+        CAL,
+        Edit::Patch(ids[0].clone(), json!({"summary": "sse"})),
+        true,
+    )
+    .await
+    .expect("edit");
+    let mut lat = Vec::with_capacity(CLIENTS);
+    for r in readers {
+        lat.push(r.await.expect("reader").saturating_duration_since(t));
+    }
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "| {CLIENTS} SSE clients: edit -> every client has the record | p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms | RSS +{:.1} KB per client (this process: daemon and clients) |",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default()),
+        after.saturating_sub(before) as f64 / CLIENTS as f64
+    );
+}
+
+/// The same backlog published to NATS JetStream with acks.
+async fn nats(dir: &Path, emu: &Emulator, http: &reqwest::Client, n: u64) {
+    let server = std::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+        .arg(dir.join("jetstream"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut server) = server else {
+        println!("| NATS sink | skipped: no nats-server on PATH |");
+        return;
+    };
+    let stderr = server.stderr.take().expect("stderr");
+    let url = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("Listening for client connections on ")
+                .nth(1)
+                .map(|a| format!("nats://{}", a.trim()))
+        })
+        .expect("nats-server address");
+    let client = async_nats::connect(url.as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "GCAL".into(),
+        subjects: vec!["gcal.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let sink = format!(
+        "[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{url}\"\nstream = \"GCAL\"\nsubject_prefix = \"gcal\"\nbatch_max = 100\n"
+    );
+    let t = Instant::now();
+    let d = start(dir, emu, &sink).await;
+    loop {
+        let body: Value = http
+            .get(format!("http://{}/v1/sinks", d.api))
+            .send()
+            .await
+            .expect("sinks")
+            .json()
+            .await
+            .expect("json");
+        if body["sinks"][0]["cursor"].as_u64().unwrap_or(0) >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t.elapsed();
+    println!(
+        "| NATS JetStream sink, batch_max 100, each publish acknowledged ({n} records) | {:.2} s | {:.0} changes/s |",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    );
+    d.stop().await;
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A webhook receiver answering 204 at once; the watch holds the highest
+/// seq received.
+async fn receiver(stop: CancellationToken) -> (String, watch::Receiver<u64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/changes", listener.local_addr().expect("addr"));
+    let (tx, rx) = watch::channel(0u64);
+    let tx = Arc::new(tx);
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let tx = tx.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let last = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["changes"].as_array()?.last()?["seq"].as_u64())
+                .unwrap_or(0);
+            tx.send_modify(|s| *s = (*s).max(last));
+            gcal_syncd::http::empty(hyper::StatusCode::NO_CONTENT)
+        }
+    };
+    tokio::spawn(gcal_syncd::http::serve(
+        "bench receiver",
+        listener,
+        gcal_syncd::http::Limits::API,
+        handler,
+        stop,
+    ));
+    (url, rx)
+}
+
+struct Running {
+    api: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// A daemon in this process over `dir`'s store, with `tail` after the
+/// account (sinks), debounce 0 s.
+async fn start(dir: &Path, emu: &Emulator, tail: &str) -> Running {
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (h, a) = (
+        hook.local_addr().expect("addr").to_string(),
+        api.local_addr().expect("addr").to_string(),
+    );
+    std::fs::write(dir.join("sa.json"), emu.service_account_json()).expect("sa");
+    let text = gcal_syncd::config::ConfigText::new("bench", "sa.json")
+        .log_level("error")
+        .google(&emu.api_root())
+        .hook(&h)
+        .api(&a)
+        .sync("page_size", "2500")
+        .sync("poll_interval", "\"1h\"")
+        .sync("debounce", "\"0s\"")
+        .tail(tail)
+        .render();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config");
+    let cfg = Config::load(&path).expect("config");
+    let running = daemon::spawn(cfg, Listeners { hook, api }, "error");
+    let stop = running.stop;
+    let task = tokio::spawn(async move {
+        let _keep = running.control;
+        running.task.await.expect("daemon task").expect("daemon");
+    });
+    Running { api: a, stop, task }
+}
+
+/// Waits until the feed holds `n` records.
+async fn wait_records_count(http: &reqwest::Client, api: &str, n: u64) {
+    loop {
+        if let Ok(r) = http.get(format!("http://{api}/v1/sinks")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["feed_head"].as_u64().unwrap_or(0) >= n {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// This process's resident memory now, in KB.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
