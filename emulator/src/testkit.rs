@@ -273,6 +273,12 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Receiver::serve(listener, statuses)
+    }
+
+    /// A receiver on `listener` (one bound where a receiver that was down
+    /// comes back).
+    pub fn serve(listener: tokio::net::TcpListener, statuses: Vec<u16>) -> Receiver {
         let url = format!("http://{}/notify", listener.local_addr().expect("addr"));
         let pings: Arc<Mutex<Vec<Ping>>> = Arc::default();
         let stop = tokio_util::sync::CancellationToken::new();

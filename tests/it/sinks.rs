@@ -218,3 +218,54 @@ async fn the_standard_webhooks_python_library_accepts_our_signatures() {
         "the library must accept our signature and refuse it under another secret"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_receiver_that_is_down_gets_everything_in_order_once_it_is_up() {
+    // A free port, closed again: nothing listens there until later.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = probe.local_addr().expect("addr");
+    drop(probe);
+    let tail = format!(
+        "[[sinks]]\nname = \"app\"\ntype = \"webhook\"\nurl = \"http://{addr}/changes\"\nsecret_file = \"webhook.secret\"\nbatch_max = 2\n"
+    );
+    let h = Harness::start(
+        "sink-down",
+        Setup {
+            tail,
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..5 {
+        h.emu
+            .edit(CAL, Edit::Insert(event(&format!("d{i}"), 2)), true)
+            .await
+            .expect("insert");
+    }
+    let feed = h.wait_changes("5 records", 0, WAIT, |c| c.len() >= 5).await;
+    let want: Vec<u64> = feed.iter().filter_map(|c| c["seq"].as_u64()).collect();
+    let down = crate::emu::wait_until_async("the sink retrying", WAIT, || async {
+        let (_, body) = h.get("/v1/sinks").await;
+        let s = body["sinks"][0].clone();
+        (s["state"] == "retrying").then_some(s)
+    })
+    .await;
+    assert!(
+        down["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot reach")),
+        "{down}"
+    );
+    assert_eq!(down["lag_records"], want.len(), "{down}");
+    assert!(down["pending_since"].is_string(), "{down}");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let receiver = Receiver::serve(listener, vec![200]);
+    let got = receiver
+        .wait_for("every record", WAIT, |p| {
+            p.iter().flat_map(seqs).count() >= want.len()
+        })
+        .await;
+    let seqs: Vec<u64> = got.iter().flat_map(seqs).collect();
+    assert_eq!(seqs, want, "each record once, in order");
+}
