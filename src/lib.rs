@@ -26,7 +26,7 @@
 //! seqs, writes them to the store and publishes the durable head; `api`
 //! serves them, and `snapshot` streams a calendar's stored events. `supervisor` applies reloads and follows calendar lists
 //! (`accounts` keeps the running calendars), `metrics` is Prometheus,
-//! `sinks` pushes the feed to webhooks, `notify` talks to systemd, `tasks` makes a dead task stop the daemon.
+//! `sinks` pushes the feed to webhooks, commands and NATS JetStream, `notify` talks to systemd, `tasks` makes a dead task stop the daemon.
 //! Items nothing outside the crate can reach are `pub(crate)`; the
 //! `unreachable_pub` lint (an error under CI's `-D warnings`) keeps it so.
 
