@@ -15,18 +15,6 @@ use tokio::net::TcpStream;
 const HELD: usize = 4000;
 const POLLS: usize = 1000;
 
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// RSS once it stops moving (the server accepts the sockets in the
 /// background): the lowest of a few samples a short while apart, taken
 /// after two equal readings.

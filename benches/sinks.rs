@@ -371,15 +371,3 @@ async fn wait_records_count(http: &reqwest::Client, api: &str, n: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// This process's resident memory now, in KB.
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}

@@ -164,13 +164,14 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// The configuration and a runtime, for a command that asks the daemon.
+fn client(path: &Path) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    Ok((load(path)?, runtime()?))
+}
+
 fn status(path: PathBuf, json: bool) -> ExitCode {
-    let cfg = match load(&path) {
-        Ok(cfg) => cfg,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (cfg, runtime) = match client(&path) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     match runtime.block_on(gcal_syncd::api::fetch_calendars(
@@ -206,12 +207,8 @@ fn status(path: PathBuf, json: bool) -> ExitCode {
 }
 
 fn sinks(path: PathBuf, action: SinksAction) -> ExitCode {
-    let cfg = match load(&path) {
-        Ok(cfg) => cfg,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (cfg, runtime) = match client(&path) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     let (addr, token) = (cfg.api.listen, cfg.api.token.as_ref());

@@ -164,3 +164,16 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub async fn access_token(emu: &Emulator) -> String {
     testkit::access_token(emu, testkit::READONLY_SCOPE).await
 }
+
+/// This process's resident memory now, in KB.
+pub fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

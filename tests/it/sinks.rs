@@ -36,7 +36,8 @@ fn verify(p: &Ping, secret: &str) -> bool {
     })
 }
 
-fn seqs(p: &Ping) -> Vec<u64> {
+/// The seqs of one delivery's `{"changes": [...]}`.
+pub(crate) fn seqs(p: &Ping) -> Vec<u64> {
     let body: Value = serde_json::from_slice(&p.body).expect("json");
     body["changes"]
         .as_array()

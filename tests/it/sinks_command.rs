@@ -79,20 +79,7 @@ async fn a_command_sink_is_retried_through_a_failure_and_a_hang_then_applies_eve
     .await;
 
     // Every record once, in order, in the one acknowledged run.
-    let applied = std::fs::read_to_string(dir.path().join("applied")).expect("applied");
-    let seqs: Vec<u64> = applied
-        .lines()
-        .filter(|l| !l.is_empty())
-        .flat_map(|l| {
-            let batch: Value = serde_json::from_str(l).expect("a JSON batch per run");
-            batch["changes"]
-                .as_array()
-                .expect("changes")
-                .iter()
-                .filter_map(|c| c["seq"].as_u64())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let seqs: Vec<u64> = crate::sinks_crash::batches(&dir).concat();
     assert_eq!(seqs, [1, 2, 3]);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("attempts"))

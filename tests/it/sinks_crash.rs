@@ -32,7 +32,9 @@ if [ "$n" = 3 ]; then
 fi
 "#;
 
-fn batches(dir: &TempDir) -> Vec<Vec<u64>> {
+/// The seqs of each batch a command sink appended to `applied` (one JSON
+/// batch per line).
+pub(crate) fn batches(dir: &TempDir) -> Vec<Vec<u64>> {
     std::fs::read_to_string(dir.path().join("applied"))
         .unwrap_or_default()
         .lines()

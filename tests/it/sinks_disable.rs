@@ -8,8 +8,9 @@ use std::time::Duration;
 use gcal_syncd::emulator::Edit;
 use serde_json::Value;
 
-use crate::emu::{event, Ping, Receiver};
+use crate::emu::{event, Receiver};
 use crate::harness::{metric, Harness, Setup, CAL};
+use crate::sinks::seqs;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -17,16 +18,6 @@ fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!(
         "[[sinks]]\nname = \"{name}\"\ntype = \"webhook\"\nurl = \"{url}\"\nsecret_file = \"webhook.secret\"\n{extra}"
     )
-}
-
-fn seqs(p: &Ping) -> Vec<u64> {
-    let body: Value = serde_json::from_slice(&p.body).expect("json");
-    body["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .filter_map(|c| c["seq"].as_u64())
-        .collect()
 }
 
 /// The sink named `name` on `/v1/sinks`, once `ok` holds for it.
