@@ -192,9 +192,15 @@ impl Scheduler {
             return Ok(());
         }
         let renew = self.renew_before;
+        // A channel made for another hook.public_url delivers nowhere we
+        // listen: replaced at once, as if it were due.
+        let elsewhere = |c: &ChannelRecord| c.address.as_deref().is_some_and(|a| a != self.address);
+        if live.iter().any(|c| elsewhere(c)) {
+            tracing::info!(account = %key.account, calendar = %key.calendar_id, "hook.public_url changed since the channel was made; replacing it");
+        }
         if live
             .iter()
-            .all(|c| is_due(now, c.expiration_ms.unwrap_or(0), renew))
+            .all(|c| is_due(now, c.expiration_ms.unwrap_or(0), renew) || elsewhere(c))
         {
             let old: Vec<ChannelRecord> = live.into_iter().cloned().collect();
             if self.create(watched).await? {
@@ -225,6 +231,7 @@ impl Scheduler {
             expiration_ms: None,
             state: ChannelState::Pending,
             confirmed: false,
+            address: Some(self.address.clone()),
         };
         self.store.put_channel(&rec)?;
         self.store.flush().await?;

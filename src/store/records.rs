@@ -259,6 +259,10 @@ pub struct ChannelRecord {
     pub state: ChannelState,
     /// Set once the `sync` ping arrived.
     pub confirmed: bool,
+    /// The `hook.public_url` it was created for (None: made before this
+    /// was recorded). A channel for another address is replaced.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 /// Everything one page of `events.list` changes (see `page.rs` for how it

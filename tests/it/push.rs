@@ -646,3 +646,44 @@ async fn calendars_all_follows_calendars_that_appear_and_disappear() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_on_another_hook_address_replaces_the_channel_at_once() {
+    let mut h = Harness::start("push-moved", Setup::default()).await;
+    let old = wait_channel(&h).await;
+    h.stop_daemon().await;
+    // The same store, a new hook.public_url (another port).
+    h.hook.clear();
+    h.start_daemon().await;
+    let new = emu::wait_until_async("a confirmed channel at the new address", WAIT, || async {
+        let c = h.calendar().await;
+        (c["channel"]["confirmed"] == true && c["channel"]["id"] != old["id"])
+            .then_some(c["channel"].clone())
+    })
+    .await;
+    let channels = h.emu.channels();
+    let state = |id: &Value| {
+        channels["channels"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["id"] == *id))
+            .map(|c| c["state"].clone())
+    };
+    assert_eq!(state(&new["id"]), Some(json!("active")), "{channels}");
+    emu::wait_until("the old channel stopped", WAIT, || {
+        let all = h.emu.channels();
+        all["channels"]
+            .as_array()?
+            .iter()
+            .any(|c| c["id"] == old["id"] && c["state"] == "stopped")
+            .then_some(())
+    })
+    .await;
+    // A change now reaches the daemon by push (the poll is an hour away).
+    let head = last_seq(&h.changes_after(0).await);
+    h.emu
+        .edit(CAL, Edit::Insert(event("after the move", 2)), true)
+        .await
+        .expect("insert");
+    h.wait_changes("the pushed record", head, WAIT, |c| !c.is_empty())
+        .await;
+}

@@ -89,6 +89,7 @@ fn every_tree_round_trips() {
             expiration_ms: Some(1_800_000_000_000),
             state: ChannelState::Active,
             confirmed: true,
+            address: None,
         };
         store.put_channel(&channel).expect("channel");
         store.set_cursor("app", Seq::new(2)).expect("cursor");
