@@ -113,9 +113,15 @@ async fn latency(emu: &Emulator, http: &reqwest::Client, api: &str, seen: &watch
         )
         .await
         .expect("edit");
-        rx.wait_for(|&s| s > head).await.expect("webhook");
+        tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|&s| s > head))
+            .await
+            .expect("no webhook within 30 s")
+            .expect("webhook");
         to_webhook.push(t.elapsed());
-        let (at, _) = poll.await.expect("poll");
+        let (at, _) = tokio::time::timeout(Duration::from_secs(30), poll)
+            .await
+            .expect("no record within 30 s")
+            .expect("poll");
         to_record.push(at.saturating_duration_since(t));
         head = *rx.borrow();
     }
@@ -198,7 +204,11 @@ async fn sse(emu: &Emulator, http: &reqwest::Client, api: &str) {
     .expect("edit");
     let mut lat = Vec::with_capacity(CLIENTS);
     for r in readers {
-        lat.push(r.await.expect("reader").saturating_duration_since(t));
+        let at = tokio::time::timeout(Duration::from_secs(30), r)
+            .await
+            .expect("an SSE client got nothing within 30 s")
+            .expect("reader");
+        lat.push(at.saturating_duration_since(t));
     }
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -223,9 +233,9 @@ async fn nats(dir: &Path, emu: &Emulator, http: &reqwest::Client, n: u64) {
         println!("| NATS sink | skipped: no nats-server on PATH |");
         return;
     };
-    let stderr = server.stderr.take().expect("stderr");
-    let url = BufReader::new(stderr)
-        .lines()
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let url = lines
+        .by_ref()
         .map_while(Result::ok)
         .find_map(|l| {
             l.split("Listening for client connections on ")
@@ -233,6 +243,8 @@ async fn nats(dir: &Path, emu: &Emulator, http: &reqwest::Client, n: u64) {
                 .map(|a| format!("nats://{}", a.trim()))
         })
         .expect("nats-server address");
+    // Keep reading its log: a closed pipe would kill it at its next line.
+    std::thread::spawn(move || lines.for_each(drop));
     let client = async_nats::connect(url.as_str()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
     js.create_stream(async_nats::jetstream::stream::Config {

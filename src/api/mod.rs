@@ -323,10 +323,26 @@ impl Api {
     }
 
     fn answer(&self, changes: &[crate::store::ChangeRecord], next: Seq) -> Response {
-        http::json(
-            StatusCode::OK,
-            &json!({ "changes": changes, "next": next, "store_id": self.store.id() }),
-        )
+        /// Serialized as it is: through `json!` each body would be parsed
+        /// into a `Value` tree and written out again.
+        #[derive(serde::Serialize)]
+        struct Answer<'a> {
+            changes: &'a [crate::store::ChangeRecord],
+            next: Seq,
+            store_id: &'a str,
+        }
+        let answer = Answer {
+            changes,
+            next,
+            store_id: self.store.id(),
+        };
+        match serde_json::to_string(&answer) {
+            Ok(text) => http::json_text(StatusCode::OK, text),
+            Err(e) => http::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot encode the records: {e}"),
+            ),
+        }
     }
 
     /// `/v1/changes/stream` (see `stream.rs`): refused like a long-poll

@@ -47,8 +47,7 @@ impl Command {
         let Some((program, args)) = self.argv.split_first() else {
             return Err(Refused::Failed("the command is empty".into()));
         };
-        let body = serde_json::to_vec(&serde_json::json!({ "changes": batch }))
-            .map_err(|e| Refused::Failed(format!("cannot encode the batch: {e}")))?;
+        let body = super::batch_body(batch)?;
         let mut child = Process::new(program)
             .args(args)
             .env("GCAL_SYNCD_SINK", &self.sink)

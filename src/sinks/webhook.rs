@@ -42,8 +42,7 @@ impl Webhook {
             _ => return Ok(()),
         };
         let id = super::batch_id(&self.store_id, first, last);
-        let body = serde_json::to_vec(&serde_json::json!({ "changes": batch }))
-            .map_err(|e| Refused::Failed(format!("cannot encode the batch: {e}")))?;
+        let body = super::batch_body(batch)?;
         let timestamp = chrono::Utc::now().timestamp();
         let signature = self.signer.sign(&id, timestamp, &body);
         let answer = self
