@@ -48,6 +48,8 @@ pub struct Api {
     snapshots: Arc<Semaphore>,
     /// What each sink's task last did, and the sinks' manager.
     sinks: Option<crate::sinks::Sinks>,
+    /// The SSE events streams at the same cursor share (see `stream.rs`).
+    recent: stream::Recent,
 }
 
 /// Long-polls that may wait at once. Below the API's connection limit
@@ -81,6 +83,7 @@ impl Api {
             waiting: Arc::new(Semaphore::new(MAX_WAITING)),
             snapshots: Arc::new(Semaphore::new(MAX_SNAPSHOTS)),
             sinks: None,
+            recent: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! dead one. Only published (durable) records are sent.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Bytes;
@@ -21,6 +22,28 @@ use crate::store::{ChangeRecord, FeedRead, Seq};
 pub(super) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Records read per turn.
 const BATCH: usize = 100;
+
+/// The last events text read for an unfiltered stream: its cursor, the
+/// seq it reaches, and the text. When a change lands, every stream that
+/// followed the feed to the same cursor wants exactly this text: the first
+/// one reads and encodes it, the others share it, so a change costs one
+/// read however many clients follow the stream. Records never change, so a
+/// text stays right for its cursor.
+#[derive(Clone, Default)]
+pub(super) struct Recent(Arc<Mutex<Option<(Seq, Seq, Bytes)>>>);
+
+impl Recent {
+    fn get(&self, cursor: Seq) -> Option<(Seq, Bytes)> {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.as_ref()
+            .filter(|(from, _, _)| *from == cursor)
+            .map(|(_, through, text)| (*through, text.clone()))
+    }
+
+    fn put(&self, cursor: Seq, through: Seq, text: Bytes) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((cursor, through, text));
+    }
+}
 
 /// Starts the stream for a request whose cursor was checked (not behind
 /// retention); `slot` is held while it runs.
@@ -38,31 +61,46 @@ pub(super) fn start(api: Api, q: ChangesQuery, slot: OwnedSemaphorePermit) -> Re
 }
 
 async fn run(api: Api, q: ChangesQuery, tx: mpsc::Sender<std::io::Result<Bytes>>) {
-    let send = |text: String| {
+    let send = |text: Bytes| {
         let tx = tx.clone();
-        async move { tx.send(Ok(Bytes::from(text))).await.is_ok() }
+        async move { tx.send(Ok(text)).await.is_ok() }
     };
     // The retry delay a browser uses to reconnect, and a first byte.
-    if !send("retry: 2000\n: gcal-syncd feed\n\n".into()).await {
+    if !send(Bytes::from_static(b"retry: 2000\n: gcal-syncd feed\n\n")).await {
         return;
     }
     let mut cursor = q.after;
     let mut heads = api.feed.subscribe();
+    let shared = q.filter.is_empty();
     loop {
         let head = *heads.borrow_and_update();
         if head > cursor {
+            if let Some((through, text)) = shared.then(|| api.recent.get(cursor)).flatten() {
+                if through <= head {
+                    cursor = through;
+                    if !send(text).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let from = cursor;
             let text = match api.store.read_feed(cursor, head, BATCH, &q.filter) {
                 Ok(FeedRead::Gone(pruned)) => {
                     // The reader fell behind retention while connected.
-                    let _ = send(format!(
+                    let _ = send(Bytes::from(format!(
                         "event: gone\ndata: {{\"pruned_through\":{pruned}}}\n\n"
-                    ))
+                    )))
                     .await;
                     return;
                 }
                 Ok(FeedRead::Records(records, through)) => {
                     cursor = through;
-                    events(&records)
+                    let text = Bytes::from(events(&records));
+                    if shared {
+                        api.recent.put(from, through, text.clone());
+                    }
+                    text
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "change stream cut: cannot read the feed");
@@ -78,7 +116,7 @@ async fn run(api: Api, q: ChangesQuery, tx: mpsc::Sender<std::io::Result<Bytes>>
         tokio::select! {
             changed = heads.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(KEEP_ALIVE) => {
-                if !send(": keep-alive\n\n".into()).await {
+                if !send(Bytes::from_static(b": keep-alive\n\n")).await {
                     return;
                 }
             }

@@ -117,3 +117,38 @@ async fn a_client_resumes_with_last_event_id_without_loss_or_duplicates() {
     let (status, body) = h.get("/v1/changes/stream?after=0&after=1").await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_clients_at_one_cursor_each_get_every_record_once_in_order() {
+    let h = Harness::start("stream-many", Setup::default()).await;
+    insert(&h, "first").await;
+    let head = last_seq(&h.wait_changes("a record", 0, WAIT, |c| !c.is_empty()).await);
+    // Clients that share what was read for their cursor, one that starts
+    // earlier, and a filtered one (which reads for itself).
+    let mut same = Vec::new();
+    for _ in 0..5 {
+        same.push(Events::open(&h, &format!("?after={head}"), None).await);
+    }
+    let mut early = Events::open(&h, "?after=0", None).await;
+    let mut filtered = Events::open(&h, "?calendar_id=primary", None).await;
+    for i in 0..6 {
+        insert(&h, &format!("burst {i}")).await;
+    }
+    let feed = h.wait_changes("6 more", head, WAIT, |c| c.len() >= 6).await;
+    let want: Vec<u64> = feed.iter().filter_map(|c| c["seq"].as_u64()).collect();
+    for client in &mut same {
+        let got: Vec<u64> = client
+            .next(want.len())
+            .await
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(got, want);
+    }
+    let all: Vec<u64> = (1..=head).chain(want.iter().copied()).collect();
+    for client in [&mut early, &mut filtered] {
+        let got: Vec<(u64, Value)> = client.next(all.len()).await;
+        assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), all);
+        assert!(got.iter().all(|(id, r)| r["seq"] == *id));
+    }
+}
