@@ -3,7 +3,8 @@
 //! latency against ping-to-record (P2's measure) in the same run; and 1000
 //! SSE clients on one daemon. Run: `cargo bench --bench sinks`. The NATS
 //! row needs `nats-server` on PATH (skipped, and said so, without it).
-//! `BENCH_SINK_EVENTS` sets the backlog (default 50000).
+//! `BENCH_SINK_EVENTS` sets the backlog (default 50000), `BENCH_SINK_BATCH`
+//! the webhook's batch_max (default 100).
 
 mod common;
 
@@ -67,8 +68,12 @@ async fn main() {
     // Webhook: a receiver that answers 204 at once.
     let stop = CancellationToken::new();
     let (receiver, seen) = receiver(stop.clone()).await;
+    let batch: u64 = std::env::var("BENCH_SINK_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let sink = format!(
-        "[[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{receiver}\"\nsecret_file = \"webhook.secret\"\nbatch_max = 100\n"
+        "[[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{receiver}\"\nsecret_file = \"webhook.secret\"\nbatch_max = {batch}\n"
     );
     let t = Instant::now();
     let d = start(&dir, &emu, &sink).await;
@@ -76,7 +81,7 @@ async fn main() {
     rx.wait_for(|&s| s >= n).await.expect("delivered");
     let push = t.elapsed();
     println!(
-        "| webhook sink, batch_max 100 ({n} records, daemon start to last acknowledged) | {:.2} s | {:.0} changes/s | {:.2}x the pull reader |",
+        "| webhook sink, batch_max {batch} ({n} records, daemon start to last acknowledged) | {:.2} s | {:.0} changes/s | {:.2}x the pull reader |",
         push.as_secs_f64(),
         n as f64 / push.as_secs_f64(),
         pull.as_secs_f64() / push.as_secs_f64()
