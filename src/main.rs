@@ -164,6 +164,12 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Prints the daemon's answer as indented JSON (`--json`).
+fn print_json(body: &impl serde::Serialize) -> ExitCode {
+    println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+    ExitCode::SUCCESS
+}
+
 /// The configuration and a runtime, for a command that asks the daemon.
 fn client(path: &Path) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
     Ok((load(path)?, runtime()?))
@@ -178,13 +184,7 @@ fn status(path: PathBuf, json: bool) -> ExitCode {
         cfg.api.listen,
         cfg.api.token.as_ref(),
     )) {
-        Ok(body) if json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&body).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
+        Ok(body) if json => print_json(&body),
         Ok(body) => {
             print!("{}", gcal_syncd::status::table(&body, chrono::Utc::now()));
             let sinks = runtime.block_on(gcal_syncd::api::fetch_sinks(
@@ -215,13 +215,7 @@ fn sinks(path: PathBuf, action: SinksAction) -> ExitCode {
     match action {
         SinksAction::List { json } => {
             match runtime.block_on(gcal_syncd::api::fetch_sinks(addr, token)) {
-                Ok(body) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&body).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
+                Ok(body) if json => print_json(&body),
                 Ok(body) => {
                     print!("{}", gcal_syncd::status::sinks_table(&body));
                     ExitCode::SUCCESS
