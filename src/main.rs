@@ -235,7 +235,7 @@ fn sinks(path: PathBuf, action: SinksAction) -> ExitCode {
                 return ExitCode::from(1);
             }
             match runtime.block_on(gcal_syncd::api::reset_sink(addr, token, &name)) {
-                Ok(Ok(done)) => {
+                Ok(done) => {
                     if done["restarted"] == true {
                         println!("sink {name}: enabled; delivering again from its cursor");
                     } else {
@@ -244,7 +244,7 @@ fn sinks(path: PathBuf, action: SinksAction) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 // No daemon: the mark is cleared in the store, read at start.
-                Ok(Err(_)) => {
+                Err(gcal_syncd::api::CallError::Unreachable(_)) => {
                     match gcal_syncd::store::Store::open(&cfg.store.path)
                         .and_then(|store| store.enable_sink(&name))
                     {

@@ -9,22 +9,18 @@ use serde_json::Value;
 use crate::secret::Secret;
 use crate::status::CalendarsAnswer;
 
-/// Why the daemon was not asked: nothing answers at its API address.
-#[derive(Debug)]
-pub struct Unreachable(pub String);
-
 /// A failed call: the daemon is not there, or it answered with an error.
 #[derive(Debug)]
-enum CallError {
-    Unreachable(Unreachable),
+pub enum CallError {
+    /// Nothing answers at the daemon's API address.
+    Unreachable(String),
     Failed(String),
 }
 
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallError::Unreachable(u) => f.write_str(&u.0),
-            CallError::Failed(why) => f.write_str(why),
+            CallError::Unreachable(why) | CallError::Failed(why) => f.write_str(why),
         }
     }
 }
@@ -48,7 +44,7 @@ async fn call(
     let resp = req.send().await.map_err(|e| {
         let why = format!("cannot reach gcal-syncd at {addr}: {e}");
         if e.is_connect() {
-            CallError::Unreachable(Unreachable(why))
+            CallError::Unreachable(why)
         } else {
             CallError::Failed(why)
         }
@@ -85,23 +81,17 @@ pub async fn fetch_sinks(addr: SocketAddr, token: Option<&Secret>) -> Result<Val
         .map_err(|e| e.to_string())
 }
 
-/// `POST /v1/sinks/{name}/reset` of the daemon at `addr`; `Ok(Err(_))`
-/// when no daemon answers there.
+/// `POST /v1/sinks/{name}/reset` of the daemon at `addr`.
 pub async fn reset_sink(
     addr: SocketAddr,
     token: Option<&Secret>,
     name: &str,
-) -> Result<Result<Value, Unreachable>, String> {
-    match call(
+) -> Result<Value, CallError> {
+    call(
         addr,
         token,
         reqwest::Method::POST,
         &format!("/v1/sinks/{name}/reset"),
     )
     .await
-    {
-        Ok(v) => Ok(Ok(v)),
-        Err(CallError::Unreachable(u)) => Ok(Err(u)),
-        Err(CallError::Failed(why)) => Err(why),
-    }
 }

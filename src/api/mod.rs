@@ -16,7 +16,7 @@ mod client;
 mod query;
 mod stream;
 
-pub use client::{fetch_calendars, fetch_sinks, reset_sink, Unreachable};
+pub use client::{fetch_calendars, fetch_sinks, reset_sink, CallError};
 
 use query::{parse_query, snapshot_query, ChangesQuery};
 
@@ -25,6 +25,7 @@ use crate::feed::Feed;
 use crate::http::{self, Response};
 use crate::metrics::{CalendarLabels, Metrics};
 use crate::secret::Secret;
+use crate::sinks::ResetError;
 use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus};
 use crate::store::{CalendarKey, FeedRead, Seq, Store};
 use crate::sync::StatusBoard;
@@ -129,8 +130,10 @@ impl Api {
         // Sink names are plain (letters, digits, '.', '_', '-'): nothing to decode.
         match sinks.reset(name).await {
             Ok(done) => http::json(StatusCode::OK, &json!(done)),
-            Err(why) if why.starts_with("no sink") => http::error(StatusCode::NOT_FOUND, &why),
-            Err(why) => http::error(StatusCode::SERVICE_UNAVAILABLE, &why),
+            Err(e @ ResetError::Unknown(_)) => http::error(StatusCode::NOT_FOUND, &e.to_string()),
+            Err(e @ ResetError::Failed(_)) => {
+                http::error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            }
         }
     }
 

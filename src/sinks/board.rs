@@ -49,10 +49,6 @@ impl SinkBoard {
             .unwrap_or_default()
     }
 
-    pub(super) fn get(&self, name: &str) -> Option<SinkStatus> {
-        self.0.read().ok().and_then(|b| b.get(name).cloned())
-    }
-
     pub(super) fn remove(&self, name: &str) {
         if let Ok(mut b) = self.0.write() {
             b.remove(name);

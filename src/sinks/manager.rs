@@ -15,19 +15,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{deliver, ResetDone, SinkBoard, SinkStatus, Target};
+use super::{deliver, ResetDone, ResetError, SinkBoard, SinkStatus, Target};
 use crate::config::Sink;
 use crate::feed::Feed;
 use crate::store::{Seq, Store};
 
 pub(super) enum Msg {
-    Reset(String, oneshot::Sender<Result<ResetDone, String>>),
+    Reset(String, oneshot::Sender<Result<ResetDone, ResetError>>),
     Reload(Vec<Sink>, oneshot::Sender<()>),
 }
 
 /// A sink's delivery task.
 struct Running {
-    sink: Sink,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -113,12 +112,9 @@ impl Manager {
             }
         }
         for sink in &sinks {
-            let same = old.iter().any(|o| o == sink);
-            let running = self
-                .running
-                .get(&sink.name)
-                .is_some_and(|r| &r.sink == sink);
-            if same && (running || self.board.get(&sink.name).is_some()) {
+            // Unchanged: it was launched before and keeps its state
+            // (delivering, disabled or failed).
+            if old.iter().any(|o| o == sink) {
                 continue;
             }
             if old.iter().any(|o| o.name == sink.name) {
@@ -213,21 +209,23 @@ impl Manager {
         self.running.insert(
             sink.name.clone(),
             Running {
-                sink: sink.clone(),
                 stop: task_stop,
                 task,
             },
         );
     }
 
-    async fn reset(&mut self, name: &str, stop: &CancellationToken) -> Result<ResetDone, String> {
+    async fn reset(
+        &mut self,
+        name: &str,
+        stop: &CancellationToken,
+    ) -> Result<ResetDone, ResetError> {
         let Some(sink) = self.sinks.iter().find(|s| s.name == name).cloned() else {
-            return Err(format!("no sink named {name:?} is configured"));
+            return Err(ResetError::Unknown(name.to_string()));
         };
-        let was_marked = self
-            .store
-            .enable_sink(name)
-            .map_err(|e| format!("cannot clear the sink's disabled mark: {e}"))?;
+        let was_marked = self.store.enable_sink(name).map_err(|e| {
+            ResetError::Failed(format!("cannot clear the sink's disabled mark: {e}"))
+        })?;
         let alive = self
             .running
             .get(name)

@@ -124,6 +124,24 @@ pub(crate) struct ResetDone {
     pub(crate) restarted: bool,
 }
 
+/// Why a reset did nothing.
+#[derive(Debug)]
+pub(crate) enum ResetError {
+    /// No sink of that name is configured.
+    Unknown(String),
+    /// The store could not be changed, or the daemon is stopping.
+    Failed(String),
+}
+
+impl std::fmt::Display for ResetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResetError::Unknown(name) => write!(f, "no sink named {name:?} is configured"),
+            ResetError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Talks to the sinks' manager and shows their state.
 #[derive(Clone)]
 pub(crate) struct Sinks {
@@ -134,14 +152,14 @@ pub(crate) struct Sinks {
 impl Sinks {
     /// Re-enables a disabled sink (and restarts a failed one). Err: no such
     /// sink, or the daemon is stopping.
-    pub(crate) async fn reset(&self, name: &str) -> Result<ResetDone, String> {
+    pub(crate) async fn reset(&self, name: &str) -> Result<ResetDone, ResetError> {
+        let stopping = || ResetError::Failed("the daemon is stopping".into());
         let (reply, done) = oneshot::channel();
         self.tx
             .send(manager::Msg::Reset(name.to_string(), reply))
             .await
-            .map_err(|_| "the daemon is stopping".to_string())?;
-        done.await
-            .map_err(|_| "the daemon is stopping".to_string())?
+            .map_err(|_| stopping())?;
+        done.await.map_err(|_| stopping())?
     }
 
     /// Applies a reloaded configuration's sinks; returns once they run.
