@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use gcal_syncd::config::Config;
-use gcal_syncd::daemon::{self, Listeners};
 use gcal_syncd::emulator::{Edit, Emulator, SERVICE_ACCOUNT as CAL};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,7 +37,7 @@ async fn main() {
 
     // The backlog, written by a daemon without sinks; then the pull
     // baseline: one reader paging through /v1/changes.
-    let d = start(&dir, &emu, "").await;
+    let d = daemon_with(&dir, &emu, "0s", "").await;
     wait_records_count(&http, &d.api, n).await;
     let t = Instant::now();
     let mut cursor = 0;
@@ -76,7 +74,7 @@ async fn main() {
         "[[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{receiver}\"\nsecret_file = \"webhook.secret\"\nbatch_max = {batch}\n"
     );
     let t = Instant::now();
-    let d = start(&dir, &emu, &sink).await;
+    let d = daemon_with(&dir, &emu, "0s", &sink).await;
     let mut rx = seen.clone();
     rx.wait_for(|&s| s >= n).await.expect("delivered");
     let push = t.elapsed();
@@ -149,15 +147,7 @@ async fn latency(emu: &Emulator, http: &reqwest::Client, api: &str, seen: &watch
 /// each client reading its record, and the daemon process's RSS per client.
 async fn sse(emu: &Emulator, http: &reqwest::Client, api: &str) {
     const CLIENTS: usize = 1000;
-    let head: Value = http
-        .get(format!("http://{api}/v1/sinks"))
-        .send()
-        .await
-        .expect("sinks")
-        .json()
-        .await
-        .expect("json");
-    let head = head["feed_head"].as_u64().expect("head");
+    let head = sinks(http, api).await["feed_head"].as_u64().expect("head");
     let before = rss_kb();
     let mut clients = Vec::with_capacity(CLIENTS);
     for _ in 0..CLIENTS {
@@ -263,17 +253,13 @@ async fn nats(dir: &Path, emu: &Emulator, http: &reqwest::Client, n: u64) {
         "[[sinks]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{url}\"\nstream = \"GCAL\"\nsubject_prefix = \"gcal\"\nbatch_max = 100\n"
     );
     let t = Instant::now();
-    let d = start(dir, emu, &sink).await;
+    let d = daemon_with(dir, emu, "0s", &sink).await;
     loop {
-        let body: Value = http
-            .get(format!("http://{}/v1/sinks", d.api))
-            .send()
-            .await
-            .expect("sinks")
-            .json()
-            .await
-            .expect("json");
-        if body["sinks"][0]["cursor"].as_u64().unwrap_or(0) >= n {
+        if sinks(http, &d.api).await["sinks"][0]["cursor"]
+            .as_u64()
+            .unwrap_or(0)
+            >= n
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -326,65 +312,20 @@ async fn receiver(stop: CancellationToken) -> (String, watch::Receiver<u64>) {
     (url, rx)
 }
 
-struct Running {
-    api: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
-}
-
-/// A daemon in this process over `dir`'s store, with `tail` after the
-/// account (sinks), debounce 0 s.
-async fn start(dir: &Path, emu: &Emulator, tail: &str) -> Running {
-    let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// The daemon's `/v1/sinks` answer (it also says the feed's head).
+async fn sinks(http: &reqwest::Client, api: &str) -> Value {
+    http.get(format!("http://{api}/v1/sinks"))
+        .send()
         .await
-        .expect("bind");
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .expect("sinks")
+        .json()
         .await
-        .expect("bind");
-    let (h, a) = (
-        hook.local_addr().expect("addr").to_string(),
-        api.local_addr().expect("addr").to_string(),
-    );
-    std::fs::write(dir.join("sa.json"), emu.service_account_json()).expect("sa");
-    let text = gcal_syncd::config::ConfigText::new("bench", "sa.json")
-        .log_level("error")
-        .google(&emu.api_root())
-        .hook(&h)
-        .api(&a)
-        .sync("page_size", "2500")
-        .sync("poll_interval", "\"1h\"")
-        .sync("debounce", "\"0s\"")
-        .tail(tail)
-        .render();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).expect("config");
-    let cfg = Config::load(&path).expect("config");
-    let running = daemon::spawn(cfg, Listeners { hook, api }, "error");
-    let stop = running.stop;
-    let task = tokio::spawn(async move {
-        let _keep = running.control;
-        running.task.await.expect("daemon task").expect("daemon");
-    });
-    Running { api: a, stop, task }
+        .expect("json")
 }
 
 /// Waits until the feed holds `n` records.
 async fn wait_records_count(http: &reqwest::Client, api: &str, n: u64) {
-    loop {
-        if let Ok(r) = http.get(format!("http://{api}/v1/sinks")).send().await {
-            if let Ok(v) = r.json::<Value>().await {
-                if v["feed_head"].as_u64().unwrap_or(0) >= n {
-                    return;
-                }
-            }
-        }
+    while sinks(http, api).await["feed_head"].as_u64().unwrap_or(0) < n {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

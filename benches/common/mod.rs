@@ -55,6 +55,17 @@ pub fn write_config(
     api: &str,
     debounce: &str,
 ) -> PathBuf {
+    write_config_with(dir, emu, (hook, api), debounce, "")
+}
+
+/// [`write_config`] with `tail` (e.g. `[[sinks]]`) after the account.
+pub fn write_config_with(
+    dir: &std::path::Path,
+    emu: &Emulator,
+    (hook, api): (&str, &str),
+    debounce: &str,
+    tail: &str,
+) -> PathBuf {
     std::fs::write(dir.join("sa.json"), emu.service_account_json()).expect("sa");
     let page_size = std::env::var("BENCH_PAGE_SIZE").unwrap_or_else(|_| "2500".into());
     let text = gcal_syncd::config::ConfigText::new("bench", "sa.json")
@@ -65,6 +76,7 @@ pub fn write_config(
         .sync("page_size", &page_size)
         .sync("poll_interval", "\"1h\"")
         .sync("debounce", &format!("{debounce:?}"))
+        .tail(tail)
         .render();
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("config");
@@ -79,7 +91,25 @@ pub struct InProcess {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+impl InProcess {
+    /// Stops it and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
 pub async fn daemon(dir: &std::path::Path, emu: &Emulator, debounce: &str) -> InProcess {
+    daemon_with(dir, emu, debounce, "").await
+}
+
+/// [`daemon`] with `tail` (e.g. `[[sinks]]`) in its config file.
+pub async fn daemon_with(
+    dir: &std::path::Path,
+    emu: &Emulator,
+    debounce: &str,
+    tail: &str,
+) -> InProcess {
     let hook = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -90,7 +120,7 @@ pub async fn daemon(dir: &std::path::Path, emu: &Emulator, debounce: &str) -> In
         hook.local_addr().expect("addr").to_string(),
         api.local_addr().expect("addr").to_string(),
     );
-    let path = write_config(dir, emu, &h, &a, debounce);
+    let path = write_config_with(dir, emu, (&h, &a), debounce, tail);
     let cfg = Config::load(&path).expect("config");
     let running = daemon::spawn(cfg, Listeners { hook, api }, "error");
     let stop = running.stop;
