@@ -252,12 +252,13 @@ fn spawn_channels(
 ) -> (Hook, mpsc::Sender<ChannelMsg>) {
     let index = ChannelIndex::default();
     let (channel_tx, channel_rx) = mpsc::channel(1024);
+    let (confirmed_tx, confirmations) = mpsc::unbounded_channel();
     let hook = Hook::new(
         config.hook.public_url.path(),
         config.hook.max_body_bytes,
         index.clone(),
         calendars.clone(),
-        ChannelsHandle::new(channel_tx.clone()),
+        ChannelsHandle::new(channel_tx.clone(), confirmed_tx),
         metrics.clone(),
     );
     let scheduler = Scheduler {
@@ -269,6 +270,7 @@ fn spawn_channels(
         renew_before: config.channels.renew_before,
         schedule: config.channels.check_schedule.clone(),
         rx: channel_rx,
+        confirmations,
         tx: channel_tx.clone(),
         stop: stop.clone(),
         metrics: metrics.clone(),

@@ -104,7 +104,7 @@ impl Hook {
         match state {
             "sync" => {
                 self.metrics.ping(state, "sync");
-                self.channels.send(ChannelMsg::Confirmed(id.into()));
+                self.channels.confirmed(id.into());
             }
             "exists" | "not_exists" => match self.calendars.trigger(&entry.watched) {
                 Some(trigger) => {
@@ -128,7 +128,9 @@ impl Hook {
         if first {
             tracing::info!(channel = %id.chars().take(64).collect::<String>(), "ping for an unknown channel (logged once per id)");
             let ours = crate::channels::plausibly_ours(id);
-            if let Some(rid) = resource_id.filter(|r| ours && self.index.knows_resource(r)) {
+            if let Some(rid) =
+                resource_id.filter(|r| ours && self.index.resource_owner(r).is_some())
+            {
                 self.channels.send(ChannelMsg::Orphan {
                     id: id.into(),
                     resource_id: rid.to_string(),

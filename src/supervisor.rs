@@ -89,13 +89,14 @@ impl Supervisor {
                 }
             }
         }
-        // Dropped from a full inbox, either is repaired by the next cron
-        // check, which stops unconfigured channels and creates missing ones.
+        // Waits for room rather than dropping: a new calendar's first full
+        // sync waits for this check to make its channel. Fails only when
+        // the scheduler has stopped, with the daemon.
         if !applied.removed.is_empty() {
-            let _ = self.channels.try_send(ChannelMsg::Removed);
+            let _ = self.channels.send(ChannelMsg::Removed).await;
         }
         if !applied.added.is_empty() {
-            let _ = self.channels.try_send(ChannelMsg::Check);
+            let _ = self.channels.send(ChannelMsg::Check).await;
         }
         applied
     }

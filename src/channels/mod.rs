@@ -39,33 +39,67 @@ pub(crate) struct IndexEntry {
     pub resource_id: Option<String>,
 }
 
-/// Our live channels by id. Written only by the scheduler task; read by the
-/// hook on every ping (hence a read-mostly lock, never held across await).
+/// Our live channels by id, and the collections they watch. Written only
+/// by the scheduler task; read by the hook on every ping (hence a
+/// read-mostly lock, never held across await). Every lookup is a hash
+/// lookup: nothing a ping does scans the channels.
 #[derive(Clone, Default)]
-pub(crate) struct ChannelIndex(Arc<RwLock<HashMap<String, IndexEntry>>>);
+pub(crate) struct ChannelIndex(Arc<RwLock<Maps>>);
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<String, IndexEntry>,
+    /// Google's resource id -> the account watching it and how many of
+    /// our channels (a calendar's old and new one during a renewal) do.
+    by_resource: HashMap<String, (String, usize)>,
+}
+
+impl Maps {
+    fn unlink(&mut self, entry: &IndexEntry) {
+        let Some(rid) = entry.resource_id.as_deref() else {
+            return;
+        };
+        if let Some((_, n)) = self.by_resource.get_mut(rid) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_resource.remove(rid);
+            }
+        }
+    }
+}
 
 impl ChannelIndex {
     pub(crate) fn get(&self, id: &str) -> Option<IndexEntry> {
-        self.0.read().ok()?.get(id).cloned()
+        self.0.read().ok()?.by_id.get(id).cloned()
     }
 
-    /// Whether any channel of ours watches the collection `resource_id`.
-    pub(crate) fn knows_resource(&self, resource_id: &str) -> bool {
-        self.0.read().is_ok_and(|m| {
-            m.values()
-                .any(|e| e.resource_id.as_deref() == Some(resource_id))
-        })
+    /// The account of our channels on the collection `resource_id`, if
+    /// any channel of ours watches it.
+    pub(crate) fn resource_owner(&self, resource_id: &str) -> Option<String> {
+        let maps = self.0.read().ok()?;
+        maps.by_resource.get(resource_id).map(|(a, _)| a.clone())
     }
 
     pub(crate) fn insert(&self, id: &str, entry: IndexEntry) {
         if let Ok(mut m) = self.0.write() {
-            m.insert(id.to_string(), entry);
+            if let Some(rid) = entry.resource_id.as_deref() {
+                let account = entry.watched.key().account;
+                m.by_resource
+                    .entry(rid.to_string())
+                    .or_insert((account, 0))
+                    .1 += 1;
+            }
+            if let Some(old) = m.by_id.insert(id.to_string(), entry) {
+                m.unlink(&old);
+            }
         }
     }
 
     pub(crate) fn remove(&self, id: &str) {
         if let Ok(mut m) = self.0.write() {
-            m.remove(id);
+            if let Some(old) = m.by_id.remove(id) {
+                m.unlink(&old);
+            }
         }
     }
 }
@@ -75,8 +109,6 @@ impl ChannelIndex {
 pub(crate) enum ChannelMsg {
     /// Reconcile every calendar now (cron tick).
     Check,
-    /// The `sync` message of a channel arrived.
-    Confirmed(ChannelId),
     /// A ping for a channel id we no longer own, on a collection we know.
     Orphan { id: ChannelId, resource_id: String },
     /// Calendars were removed from the configuration: stop their channels.
@@ -85,18 +117,36 @@ pub(crate) enum ChannelMsg {
 
 /// Sends to the scheduler without ever blocking the caller (the hook).
 #[derive(Clone)]
-pub(crate) struct ChannelsHandle(mpsc::Sender<ChannelMsg>);
+pub(crate) struct ChannelsHandle {
+    tx: mpsc::Sender<ChannelMsg>,
+    confirmed: mpsc::UnboundedSender<ChannelId>,
+}
 
 impl ChannelsHandle {
-    pub(crate) fn new(tx: mpsc::Sender<ChannelMsg>) -> Self {
-        ChannelsHandle(tx)
+    pub(crate) fn new(
+        tx: mpsc::Sender<ChannelMsg>,
+        confirmed: mpsc::UnboundedSender<ChannelId>,
+    ) -> Self {
+        ChannelsHandle { tx, confirmed }
     }
 
-    /// Best effort: a full queue drops the message (a later check covers it).
+    /// Best effort: a full queue drops the message, and each kind's loss is
+    /// repaired later: a dropped `Check` finds one pending already, the
+    /// next check stops the channels of `Removed` calendars, and an
+    /// `Orphan` keeps pinging until its stop gets through.
     pub(crate) fn send(&self, msg: ChannelMsg) {
-        if let Err(e) = self.0.try_send(msg) {
+        if let Err(e) = self.tx.try_send(msg) {
             tracing::debug!(error = %e, "channel scheduler queue full; message dropped");
         }
+    }
+
+    /// The `sync` message of channel `id` arrived. Never dropped: nothing
+    /// would confirm the channel again. Unbounded, yet bounded by what we
+    /// made: the hook sends this only for a ping whose channel id and
+    /// token match a channel we created, and Google sends one per channel.
+    pub(crate) fn confirmed(&self, id: ChannelId) {
+        // Fails only once the scheduler has stopped, with the daemon.
+        let _ = self.confirmed.send(id);
     }
 }
 

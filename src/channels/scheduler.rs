@@ -15,7 +15,7 @@ use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
 use crate::accounts::{Calendars, Watched};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
-use crate::store::{ChannelId, ChannelRecord, ChannelState, Store, StoreError};
+use crate::store::{CalendarKey, ChannelId, ChannelRecord, ChannelState, Store, StoreError};
 use crate::time::Timestamp;
 
 /// Owns the channels of every configured calendar.
@@ -30,6 +30,8 @@ pub(crate) struct Scheduler {
     pub renew_before: Duration,
     pub schedule: String,
     pub rx: mpsc::Receiver<ChannelMsg>,
+    /// The `sync` messages the hook saw (see `ChannelsHandle::confirmed`).
+    pub confirmations: mpsc::UnboundedReceiver<ChannelId>,
     pub tx: mpsc::Sender<ChannelMsg>,
     pub stop: CancellationToken,
     pub metrics: Metrics,
@@ -55,7 +57,7 @@ impl Scheduler {
             period: self.fallback_period(),
             last_cron: None,
         };
-        self.reconcile_all().await;
+        let mut retry = self.reconcile_all().await;
         let mut fallback = tokio::time::interval(state.period);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut orphans_stopped = HashSet::new();
@@ -66,17 +68,18 @@ impl Scheduler {
                 _ = fallback.tick() => {
                     if state.last.elapsed() > state.period * 2 {
                         tracing::warn!(since = ?state.last.elapsed(), "channel check has not run for two periods; reconciling anyway");
-                        self.reconcile_all().await;
+                        retry = self.reconcile_all().await;
                         state.last = Instant::now();
                     }
                 }
+                _ = sleep_until(retry) => retry = self.reconcile_all().await,
+                Some(id) = self.confirmations.recv() => self.confirm(&id),
                 msg = self.rx.recv() => match msg {
                     None => break,
                     Some(ChannelMsg::Check) => {
                         state.observe_cron();
-                        self.reconcile_all().await;
+                        retry = self.reconcile_all().await;
                     }
-                    Some(ChannelMsg::Confirmed(id)) => self.confirm(&id),
                     Some(ChannelMsg::Removed) => self.stop_unconfigured().await,
                     Some(ChannelMsg::Orphan { id, resource_id }) => {
                         if orphans_stopped.len() < 10_000 && orphans_stopped.insert(id.clone()) {
@@ -145,33 +148,70 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn reconcile_all(&mut self) {
-        self.stop_unconfigured().await;
-        for watched in self.calendars.watched() {
-            if self.stop.is_cancelled() {
-                return;
+    /// One pass over every calendar. The channels are read from the store
+    /// once per pass and handed to each calendar's reconcile, so a check
+    /// costs O(calendars + channels), not a scan of every channel per
+    /// calendar.
+    ///
+    /// Returns when to try again: soon ([`RETRY_SOON`]) when a calendar
+    /// failed (a watch refused by the quota or a 5xx), since every minute
+    /// without a channel is a minute of pings lost; otherwise never, and
+    /// the next check comes from the schedule.
+    async fn reconcile_all(&mut self) -> Option<Instant> {
+        let all = match self.store.channels() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read channels from the store; retrying soon");
+                return Some(Instant::now() + RETRY_SOON);
             }
-            if let Err(e) = self.reconcile(&watched).await {
-                let key = watched.key();
-                tracing::warn!(account = %key.account, calendar = %key.calendar_id, error = %e, "channel reconcile failed; retrying at the next check");
+        };
+        let mut by_calendar: HashMap<CalendarKey, Vec<ChannelRecord>> = HashMap::new();
+        let mut unconfigured = Vec::new();
+        for ch in all {
+            if self.calendars.contains(&Watched::of(&ch.calendar)) {
+                by_calendar.entry(ch.calendar.clone()).or_default().push(ch);
+            } else {
+                unconfigured.push(ch);
             }
         }
+        for ch in unconfigured {
+            self.stop_channel(&ch).await;
+        }
+        let mut failed = 0usize;
+        for watched in self.calendars.watched() {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            // Confirmations that came while earlier calendars were done.
+            while let Ok(id) = self.confirmations.try_recv() {
+                self.confirm(&id);
+            }
+            let mine = by_calendar.remove(&watched.key()).unwrap_or_default();
+            if let Err(e) = self.reconcile(&watched, mine).await {
+                failed += 1;
+                let key = watched.key();
+                tracing::warn!(account = %key.account, calendar = %key.calendar_id, error = %e, retry_in = ?RETRY_SOON, "channel reconcile failed; retrying soon");
+            }
+            if let Some(t) = self.calendars.trigger(&watched) {
+                t.channel_settled();
+            }
+        }
+        (failed > 0).then(|| Instant::now() + RETRY_SOON)
     }
 
-    /// Keeps one live channel on `watched`: create when none is live (and
-    /// sync, since pings were missed), replace when due, stop replaced ones.
-    async fn reconcile(&mut self, watched: &Watched) -> Result<(), ChannelError> {
+    /// Keeps one live channel on `watched`, whose channel records are
+    /// `mine`: create when none is live (and sync, since pings were
+    /// missed), replace when due, stop replaced ones.
+    async fn reconcile(
+        &mut self,
+        watched: &Watched,
+        mine: Vec<ChannelRecord>,
+    ) -> Result<(), ChannelError> {
         let key = &watched.key();
         if self.store.poll_only(key)? {
             return Ok(());
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let mine: Vec<ChannelRecord> = self
-            .store
-            .channels()?
-            .into_iter()
-            .filter(|c| &c.calendar == key)
-            .collect();
         for old in mine.iter().filter(|c| c.state == ChannelState::Stopping) {
             self.stop_channel(old).await;
         }
@@ -184,9 +224,11 @@ impl Scheduler {
                 self.forget(&expired.id)?;
             }
             if self.create(watched).await? {
-                // Pings were missed while no channel was live.
+                // Changes made while no channel was live pinged nobody: a
+                // pass must start after the channel exists. At start-up the
+                // calendar's first pass usually has, and is enough.
                 if let Some(t) = self.calendars.trigger(watched) {
-                    t.poke();
+                    t.poke_unless_started_since(Instant::now());
                 }
             }
             return Ok(());
@@ -340,31 +382,26 @@ impl Scheduler {
         self.store.remove_channel(id)
     }
 
+    /// Records that channel `id`'s `sync` message arrived: one lookup.
     fn confirm(&self, id: &str) {
-        let found = self
-            .store
-            .channels()
-            .ok()
-            .and_then(|all| all.into_iter().find(|c| c.id == *id));
-        if let Some(mut ch) = found {
-            ch.confirmed = true;
-            if let Err(e) = self.store.put_channel(&ch) {
-                tracing::warn!(channel = %id, error = %e, "cannot record the sync message");
+        match self.store.channel(id) {
+            Ok(Some(mut ch)) if !ch.confirmed => {
+                ch.confirmed = true;
+                if let Err(e) = self.store.put_channel(&ch) {
+                    tracing::warn!(channel = %id, error = %e, "cannot record the sync message");
+                }
             }
+            // Confirmed already, or gone (replaced or stopped since).
+            Ok(_) => {}
+            Err(e) => tracing::warn!(channel = %id, error = %e, "cannot record the sync message"),
         }
     }
 
     /// Stops, once, a channel that pings us but that we no longer own.
     async fn stop_orphan(&self, id: &str, resource_id: &str, budget: &mut OrphanBudget) {
-        let owner = self
-            .store
-            .channels()
-            .ok()
-            .into_iter()
-            .flatten()
-            .find(|c| c.resource_id.as_deref() == Some(resource_id));
-        let Some(owner) = owner else { return };
-        let account = owner.calendar.account;
+        let Some(account) = self.index.resource_owner(resource_id) else {
+            return;
+        };
         if !budget.take(&account, Instant::now()) {
             tracing::debug!(channel = %id, account = %account, "not stopping an unknown channel: this minute's budget is spent");
             return;
@@ -376,6 +413,17 @@ impl Scheduler {
             Ok(()) => tracing::info!(channel = %id, "stopped an orphaned channel"),
             Err(e) => tracing::warn!(channel = %id, error = %e, "cannot stop an orphaned channel"),
         }
+    }
+}
+
+/// How soon a check that failed for some calendar runs again.
+const RETRY_SOON: Duration = Duration::from_secs(30);
+
+/// Sleeps until `at`, or forever when there is no `at`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

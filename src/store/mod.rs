@@ -54,6 +54,13 @@ const PRUNED_KEY: &[u8] = b"pruned_through";
 const STORE_ID_KEY: &[u8] = b"store_id";
 /// sled keeps up to this much in its page cache.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// How often sled's own thread writes and fsyncs (500 ms by default, even
+/// when there is nothing to write). Every write the invariants depend on is
+/// flushed explicitly (a page before its token is published, a sink's
+/// cursor, a channel before its watch), so this only bounds how long a
+/// best-effort write (a channel confirmed, a cursor of a filtered-out
+/// range) may wait; the thread also cleans sled's segments, so it stays.
+const FLUSH_EVERY_MS: u64 = 5_000;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -494,6 +501,14 @@ impl Store {
         Ok(())
     }
 
+    pub fn channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        let t = self.t()?;
+        t.channels
+            .get(id.as_bytes())?
+            .map(|v| decode("channels", id.as_bytes(), &v))
+            .transpose()
+    }
+
     pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
         let t = self.t()?;
         t.channels
@@ -654,6 +669,7 @@ fn open_once(path: &Path) -> sled::Result<sled::Db> {
         sled::Config::new()
             .path(path)
             .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {

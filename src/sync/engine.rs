@@ -80,6 +80,9 @@ impl Engine {
         let mut not_before = Instant::now();
         let mut last_attempt = Instant::now();
         let mut failures = 0u32;
+        if self.first_sync_waits_for_channel().await {
+            return;
+        }
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -96,7 +99,6 @@ impl Engine {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep_until(wake) => {}
                     }
-                    self.trigger.absorb();
                 }
                 _ = tokio::time::sleep_until(next_poll) => {}
             }
@@ -104,7 +106,12 @@ impl Engine {
                 _ = self.stop.cancelled() => return,
                 p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             };
+            // Pokes until now (those the debounce gathered, those that came
+            // while waiting for the permit, the one a new channel left) are
+            // all answered by this pass: it lists after them.
+            self.trigger.absorb();
             let started = Instant::now();
+            self.trigger.started(started);
             last_attempt = started;
             let result = self.pass().await;
             drop(permit);
@@ -169,6 +176,30 @@ impl Engine {
         }
     }
 
+    /// Watch first, then list: a calendar never synced waits (at most
+    /// [`CHANNEL_WAIT`]) for the channel scheduler to make its channel, so
+    /// that its full sync covers every change the channel will not ping
+    /// for, and no second listing is needed once the channel exists. A
+    /// calendar with a sync token catches up at once (that listing is
+    /// small, and its changes are news). True when the daemon stops.
+    async fn first_sync_waits_for_channel(&self) -> bool {
+        if !self
+            .store
+            .calendar(&self.key)
+            .is_ok_and(|s| s.sync_token.is_none())
+        {
+            return false;
+        }
+        tokio::select! {
+            _ = self.stop.cancelled() => true,
+            _ = self.trigger.wait_channel_settled() => false,
+            _ = tokio::time::sleep(CHANNEL_WAIT) => {
+                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, waited = ?CHANNEL_WAIT, "the calendar has no channel yet; full sync without waiting longer");
+                false
+            }
+        }
+    }
+
     pub(super) fn labels(&self) -> CalendarLabels {
         CalendarLabels {
             account: self.key.account.clone(),
@@ -206,6 +237,11 @@ impl Engine {
         }
     }
 }
+
+/// How long a first full sync waits for the calendar's channel: long
+/// enough for the scheduler to watch thousands of calendars at Google's
+/// quota, short enough that a stuck scheduler delays nothing for long.
+const CHANNEL_WAIT: Duration = Duration::from_secs(20 * 60);
 
 /// `from + d`, or a month from `from` where that overflows the clock.
 fn later(from: Instant, d: Duration) -> Instant {

@@ -11,11 +11,12 @@ mod pass;
 mod plan;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 pub(crate) use diff::changed_fields;
 pub(crate) use engine::{Engine, EngineDeps};
@@ -25,22 +26,70 @@ use crate::store::CalendarKey;
 /// Wakes one calendar's engine. Pokes that arrive while a pass runs
 /// collapse into exactly one more pass: `Notify` keeps at most one permit.
 #[derive(Clone, Default)]
-pub struct Trigger(Arc<Notify>);
+pub struct Trigger(Arc<TriggerState>);
+
+struct TriggerState {
+    notify: Notify,
+    /// When the engine's latest pass started.
+    last_start: Mutex<Option<Instant>>,
+    /// Whether the channel scheduler has been through the calendar once
+    /// (made its channel, found one live, or failed trying).
+    settled: watch::Sender<bool>,
+}
+
+impl Default for TriggerState {
+    fn default() -> Self {
+        TriggerState {
+            notify: Notify::new(),
+            last_start: Mutex::new(None),
+            settled: watch::Sender::new(false),
+        }
+    }
+}
 
 impl Trigger {
     pub fn poke(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
+    }
+
+    /// Makes sure a pass starts after `at`: pokes, unless one has started
+    /// since. A channel created at `at` uses this: a pass that started
+    /// after the channel existed saw every change the channel will not
+    /// ping for, so another one would only spend quota.
+    pub fn poke_unless_started_since(&self, at: Instant) {
+        let started = self.0.last_start.lock().ok().and_then(|s| *s);
+        if started.is_none_or(|s| s < at) {
+            self.poke();
+        }
+    }
+
+    /// The channel scheduler has been through the calendar once.
+    pub fn channel_settled(&self) {
+        self.0.settled.send_replace(true);
+    }
+
+    /// Waits until [`Trigger::channel_settled`].
+    async fn wait_channel_settled(&self) {
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = self.0.settled.subscribe().wait_for(|s| *s).await;
+    }
+
+    /// The engine starts a pass now.
+    fn started(&self, at: Instant) {
+        if let Ok(mut s) = self.0.last_start.lock() {
+            *s = Some(at);
+        }
     }
 
     /// Waits for the next poke (or the one already pending).
     pub async fn notified(&self) {
-        self.0.notified().await
+        self.0.notify.notified().await
     }
 
     /// Drops a pending poke (pokes absorbed by the debounce wait).
     fn absorb(&self) {
         use futures_util::FutureExt;
-        let _ = self.0.notified().now_or_never();
+        let _ = self.0.notify.notified().now_or_never();
     }
 }
 

@@ -172,14 +172,17 @@ impl Harness {
         self.reload().await;
     }
 
-    /// Rewrites the account's calendar list and reloads, as SIGHUP does.
+    /// Rewrites the account's calendar list and reloads, as SIGHUP does
+    /// (when the daemon is stopped, its next start reads the list).
     pub async fn set_calendars(&mut self, ids: &[&str]) {
         self.calendars = ids
             .iter()
             .map(|id| format!("{id:?}"))
             .collect::<Vec<_>>()
             .join(", ");
-        self.reload().await;
+        if self.daemon.is_some() {
+            self.reload().await;
+        }
     }
 
     /// Stops the in-process daemon gracefully and waits for it.

@@ -16,6 +16,7 @@ mod push;
 mod readme;
 mod resilience;
 mod retention;
+mod scale;
 mod sinks;
 mod sinks_command;
 mod sinks_crash;
