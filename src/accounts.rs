@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::tasks::Tasks;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Account, CalendarSelection, Config, OnCalendarRemoved};
@@ -176,7 +175,7 @@ impl Starter {
                 store,
                 feed,
                 board,
-                permits: Arc::new(Semaphore::new(cfg.sync.max_concurrent)),
+                permits: crate::sync::Permits::new(cfg.sync.max_concurrent),
                 metrics,
             },
             tasks,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Authenticator;
-use super::limiter::Limiter;
+use super::limiter::{Limiter, Urgency};
 use super::GoogleError;
 use crate::rawjson::RawJson;
 
@@ -22,6 +22,9 @@ pub struct ListParams<'a> {
     pub max_results: u32,
     pub sync_token: Option<&'a str>,
     pub page_token: Option<&'a str>,
+    /// The calendar's urgency, for an incremental pass (see the limiter);
+    /// none for a full sync, which is always background work.
+    pub urgency: Option<&'a Urgency>,
 }
 
 /// One page of events.list.
@@ -106,7 +109,9 @@ impl GoogleClient {
             query.push(("pageToken", t.to_string()));
         }
         let resp = self
-            .send(|http| http.request(Method::GET, url.clone()).query(&query))
+            .send(p.urgency, |http| {
+                http.request(Method::GET, url.clone()).query(&query)
+            })
             .await?;
         read_json(resp, "events.list").await
     }
@@ -149,7 +154,9 @@ impl GoogleClient {
             "params": { "ttl": ttl.as_secs().to_string() },
         });
         let resp = self
-            .send(|http| http.request(Method::POST, url.clone()).json(&body))
+            .send(None, |http| {
+                http.request(Method::POST, url.clone()).json(&body)
+            })
             .await?;
         let v: Value = read_json(resp, "watch").await?;
         let resource_id = v
@@ -171,7 +178,9 @@ impl GoogleClient {
         let url = self.url(&["channels", "stop"]);
         let body = json!({ "id": id, "resourceId": resource_id });
         match self
-            .send(|http| http.request(Method::POST, url.clone()).json(&body))
+            .send(None, |http| {
+                http.request(Method::POST, url.clone()).json(&body)
+            })
             .await
         {
             Ok(_) | Err(GoogleError::NotFound(_)) => Ok(()),
@@ -194,7 +203,9 @@ impl GoogleClient {
             query.push(("syncToken", t));
         }
         let resp = self
-            .send(|http| http.request(Method::GET, url.clone()).query(&query))
+            .send(None, |http| {
+                http.request(Method::GET, url.clone()).query(&query)
+            })
             .await?;
         let v: Value = read_json(resp, "calendarList.list").await?;
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
@@ -209,15 +220,16 @@ impl GoogleClient {
     /// Sends with a token; a 401 refreshes the token and retries once.
     async fn send(
         &self,
+        urgency: Option<&Urgency>,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<reqwest::Response, GoogleError> {
         let token = self.auth.token().await?;
-        let resp = self.send_once(&build, &token).await?;
+        let resp = self.send_once(urgency, &build, &token).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return classify(resp).await;
         }
         let token = self.auth.refresh().await?;
-        let resp = self.send_once(&build, &token).await?;
+        let resp = self.send_once(urgency, &build, &token).await?;
         match classify(resp).await {
             Err(GoogleError::Unauthorized(_)) => Err(GoogleError::Unauthorized(
                 "Google refused a fresh access token; re-authorise the account".into(),
@@ -229,10 +241,11 @@ impl GoogleClient {
     /// One rate-limited, authorized request.
     async fn send_once(
         &self,
+        urgency: Option<&Urgency>,
         build: &impl Fn(&reqwest::Client) -> RequestBuilder,
         token: &crate::secret::Secret,
     ) -> Result<reqwest::Response, GoogleError> {
-        self.limiter.acquire().await;
+        self.limiter.acquire(urgency).await;
         build(&self.http)
             .bearer_auth(token.expose())
             .send()

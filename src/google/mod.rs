@@ -9,6 +9,8 @@ mod client;
 mod event;
 mod limiter;
 
+pub(crate) use limiter::Urgency;
+
 pub(crate) use auth::Authenticator;
 pub(crate) use client::{EventsPage, GoogleClient, ListParams};
 pub(crate) use event::EventHead;

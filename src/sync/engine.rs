@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pass::PassError;
-use super::{jitter, retry_delay, EngineState, StatusBoard, SyncSettings, Trigger};
+use super::{jitter, retry_delay, EngineState, Permits, StatusBoard, SyncSettings, Trigger};
 use crate::feed::Feed;
 use crate::google::{GoogleClient, GoogleError};
 use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
@@ -26,7 +25,7 @@ pub(crate) struct Engine {
     pub(super) board: StatusBoard,
     pub(super) stop: CancellationToken,
     pub(super) trigger: Trigger,
-    permits: Arc<Semaphore>,
+    permits: Permits,
     pub(super) metrics: Metrics,
 }
 
@@ -37,7 +36,7 @@ pub(crate) struct EngineDeps {
     pub feed: Feed,
     pub board: StatusBoard,
     /// Passes that may run at once (`sync.max_concurrent`).
-    pub permits: Arc<Semaphore>,
+    pub permits: Permits,
     pub metrics: Metrics,
 }
 
@@ -84,7 +83,7 @@ impl Engine {
             return;
         }
         loop {
-            tokio::select! {
+            let pinged = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = self.trigger.notified() => {
                     // Debounce: a ping can precede the change; later pings join
@@ -99,12 +98,19 @@ impl Engine {
                         _ = self.stop.cancelled() => return,
                         _ = tokio::time::sleep_until(wake) => {}
                     }
+                    true
                 }
-                _ = tokio::time::sleep_until(next_poll) => {}
-            }
+                _ = tokio::time::sleep_until(next_poll) => false,
+            };
+            // What a ping asked for goes before start-up, polls and
+            // channels: its own permits, and the reserve of the quota (a
+            // ping while the pass waits for either makes it urgent too).
+            let incremental = self.has_sync_token();
+            let urgency = self.trigger.urgency();
+            urgency.set(pinged && incremental);
             let permit = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                p = self.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                p = self.permits.acquire(urgency, incremental) => match p { Ok(p) => p, Err(_) => return },
             };
             // Pokes until now (those the debounce gathered, those that came
             // while waiting for the permit, the one a new channel left) are
@@ -183,11 +189,7 @@ impl Engine {
     /// calendar with a sync token catches up at once (that listing is
     /// small, and its changes are news). True when the daemon stops.
     async fn first_sync_waits_for_channel(&self) -> bool {
-        if !self
-            .store
-            .calendar(&self.key)
-            .is_ok_and(|s| s.sync_token.is_none())
-        {
+        if self.has_sync_token() {
             return false;
         }
         tokio::select! {
@@ -198,6 +200,14 @@ impl Engine {
                 false
             }
         }
+    }
+
+    /// Whether the next pass is incremental (an unreadable store counts as
+    /// not: the pass then fails on its own).
+    fn has_sync_token(&self) -> bool {
+        self.store
+            .calendar(&self.key)
+            .is_ok_and(|s| s.sync_token.is_some())
     }
 
     pub(super) fn labels(&self) -> CalendarLabels {

@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub(crate) use diff::changed_fields;
 pub(crate) use engine::{Engine, EngineDeps};
 
+use crate::google::Urgency;
 use crate::store::CalendarKey;
 
 /// Wakes one calendar's engine. Pokes that arrive while a pass runs
@@ -35,6 +36,9 @@ struct TriggerState {
     /// Whether the channel scheduler has been through the calendar once
     /// (made its channel, found one live, or failed trying).
     settled: watch::Sender<bool>,
+    /// Raised by every poke: a pass waiting for quota in the background
+    /// line goes to the urgent one.
+    urgency: Urgency,
 }
 
 impl Default for TriggerState {
@@ -43,13 +47,20 @@ impl Default for TriggerState {
             notify: Notify::new(),
             last_start: Mutex::new(None),
             settled: watch::Sender::new(false),
+            urgency: Urgency::default(),
         }
     }
 }
 
 impl Trigger {
     pub fn poke(&self) {
+        self.0.urgency.raise();
         self.0.notify.notify_one();
+    }
+
+    /// Whether the calendar's requests go before background work.
+    fn urgency(&self) -> &Urgency {
+        &self.0.urgency
     }
 
     /// Makes sure a pass starts after `at`: pokes, unless one has started
@@ -90,6 +101,40 @@ impl Trigger {
     fn absorb(&self) {
         use futures_util::FutureExt;
         let _ = self.0.notify.notified().now_or_never();
+    }
+}
+
+/// Passes that may run at once (`sync.max_concurrent`), in two pools: the
+/// passes pings ask for never queue behind start-up full syncs or polls.
+#[derive(Clone)]
+pub(crate) struct Permits {
+    interactive: Arc<Semaphore>,
+    background: Arc<Semaphore>,
+}
+
+impl Permits {
+    pub(crate) fn new(max_concurrent: usize) -> Self {
+        Permits {
+            interactive: Arc::new(Semaphore::new(max_concurrent)),
+            background: Arc::new(Semaphore::new(max_concurrent)),
+        }
+    }
+
+    /// A permit for a pass: an incremental one takes it from the
+    /// interactive pool when its calendar was pinged (before or while it
+    /// waits), any other from the background pool.
+    async fn acquire(
+        &self,
+        urgency: &Urgency,
+        incremental: bool,
+    ) -> Result<OwnedSemaphorePermit, AcquireError> {
+        let background = self.background.clone().acquire_owned();
+        if !incremental {
+            return background.await;
+        }
+        urgency
+            .race(background, self.interactive.clone().acquire_owned())
+            .await
     }
 }
 

@@ -66,7 +66,9 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Engine {
     /// Runs one pass: incremental when a token is stored, else full; a 410
-    /// turns the incremental pass into a full resync.
+    /// turns the incremental pass into a full resync. An incremental
+    /// pass's requests are urgent when its calendar was pinged (see
+    /// [`Trigger`](super::Trigger)); a full sync's are background work.
     pub(super) async fn pass(&self) -> Result<PassStats, PassError> {
         let mut state = self.store.calendar(&self.key)?;
         let Some(token) = state.sync_token.clone() else {
@@ -95,7 +97,7 @@ impl Engine {
         };
         let mut page_token: Option<String> = None;
         loop {
-            let params = self.params(Some(token), page_token.as_deref());
+            let params = self.params(Some(token), page_token.as_deref(), true);
             let page = self.fetch(&params).await?;
             stats.pages += 1;
             stats.items += page.items.len() as u64;
@@ -138,7 +140,7 @@ impl Engine {
         let mut page_token: Option<String> = None;
         self.set_state(kind.state(), Some(Progress::default()));
         loop {
-            let params = self.params(None, page_token.as_deref());
+            let params = self.params(None, page_token.as_deref(), false);
             let page = self.fetch(&params).await?;
             stats.pages += 1;
             stats.items += page.items.len() as u64;
@@ -174,15 +176,17 @@ impl Engine {
     }
 
     fn params<'a>(
-        &self,
+        &'a self,
         sync_token: Option<&'a str>,
         page_token: Option<&'a str>,
+        incremental: bool,
     ) -> ListParams<'a> {
         ListParams {
             single_events: self.settings.single_events,
             max_results: self.settings.page_size,
             sync_token,
             page_token,
+            urgency: incremental.then(|| self.trigger.urgency()),
         }
     }
 

@@ -8,7 +8,7 @@ use gcal_syncd::emulator::{Edit, QuotaKnobs};
 use serde_json::Value;
 
 use crate::emu::{self, event};
-use crate::harness::{Harness, Setup, CAL};
+use crate::harness::{last_seq, metric, Harness, Setup, CAL};
 
 /// More than the 1024 messages the scheduler's queue holds: the hook used
 /// to drop the `sync` confirmations past it.
@@ -32,18 +32,7 @@ async fn a_start_up_of_1100_calendars_lists_and_watches_each_once_and_confirms_e
         per_project_per_minute: 1_000_000,
         ..Default::default()
     });
-    let mut ids = Vec::with_capacity(CALENDARS);
-    for i in 0..CALENDARS {
-        let id = h
-            .emu
-            .create_calendar(CAL, None, &format!("room {i}"), "UTC")
-            .expect("calendar");
-        h.emu
-            .edit(&id, Edit::Insert(event(&format!("booking {i}"), 3)), false)
-            .await
-            .expect("insert");
-        ids.push(id);
-    }
+    let ids = rooms(&h, CALENDARS).await;
     let mut followed: Vec<&str> = ids.iter().map(String::as_str).collect();
     followed.push("primary");
     h.set_calendars(&followed).await;
@@ -102,5 +91,105 @@ async fn a_start_up_of_1100_calendars_lists_and_watches_each_once_and_confirms_e
     assert!(
         rooms == expected,
         "one created record per new calendar, no more, no less"
+    );
+}
+
+/// Creates `n` calendars of one event each and returns their ids.
+async fn rooms(h: &Harness, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = h
+            .emu
+            .create_calendar(CAL, None, &format!("room {i}"), "UTC")
+            .expect("calendar");
+        h.emu
+            .edit(&id, Edit::Insert(event(&format!("booking {i}"), 3)), false)
+            .await
+            .expect("insert");
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ping_on_a_synced_calendar_goes_before_a_start_up_that_fills_the_quota() {
+    // Google's quota scaled down to 40 requests a minute in the emulator
+    // (403 userRateLimitExceeded past it), the daemon set to 30: the
+    // emulator's minute still holds the calls of the daemon's first run.
+    let per_minute: u32 = 30;
+    let mut h = Harness::start(
+        "interactive",
+        Setup {
+            tail: format!("requests_per_minute = {per_minute}\n"),
+            ..Default::default()
+        },
+    )
+    .await;
+    h.wait_idle_with_token(Duration::from_secs(60)).await;
+    emu::wait_until_async("primary's channel", Duration::from_secs(60), || async {
+        (h.calendar().await["channel"]["confirmed"] == true).then_some(())
+    })
+    .await;
+    h.stop_daemon().await;
+    h.emu.set_quota(QuotaKnobs {
+        per_user_per_minute: 40,
+        ..Default::default()
+    });
+    // 100 new calendars: 200 requests, about 7 minutes of this quota.
+    let ids = rooms(&h, 100).await;
+    let mut followed: Vec<&str> = ids.iter().map(String::as_str).collect();
+    followed.push("primary");
+    h.set_calendars(&followed).await;
+    let calls = |h: &Harness| {
+        let c = h.emu.counters();
+        ["events.list", "events.watch"]
+            .iter()
+            .map(|m| c.calls.get(*m).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let before = calls(&h);
+    h.start_daemon().await;
+    // Start-up has taken all the quota it may: the window is full.
+    emu::wait_until_async(
+        "start-up to fill the window",
+        Duration::from_secs(60),
+        || async { (calls(&h) - before >= u64::from(per_minute) - 2).then_some(()) },
+    )
+    .await;
+    let head = last_seq(&h.changes_after(0).await);
+    h.emu
+        .edit(CAL, Edit::Insert(event("urgent booking", 2)), true)
+        .await
+        .expect("insert");
+    // Well inside one quota window (62 s): behind the start-up, the
+    // ping's list would wait for minutes.
+    let got = h
+        .wait_changes("the urgent booking", head, Duration::from_secs(45), |c| {
+            c.iter().any(|r| r["calendar_id"] == "primary")
+        })
+        .await;
+    assert!(got
+        .iter()
+        .any(|r| r["event"]["summary"] == "urgent booking"));
+    let (_, body) = h.get("/v1/calendars").await;
+    let synced = body["calendars"]
+        .as_array()
+        .expect("calendars")
+        .iter()
+        .filter(|c| c["has_sync_token"] == true)
+        .count();
+    assert!(
+        synced < 60,
+        "the start-up was still going ({synced} of 101 synced) when the ping's change came through"
+    );
+    let errors = h.scrape().await;
+    assert_eq!(
+        metric(
+            &errors,
+            "gcal_syncd_google_errors_total",
+            &[("reason", "userRateLimitExceeded")]
+        ),
+        0.0,
+        "the daemon stays under the quota, and Google never refuses it"
     );
 }
