@@ -4,6 +4,7 @@
 //! Reads only; never mutates sync or channel state. `query.rs` parses and
 //! checks the query strings.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -427,7 +428,7 @@ impl Api {
                 .set(seconds as f64);
         }
         let keys = self.calendars.keys();
-        let channels = self.store.channels().unwrap_or_default();
+        let channels = newest_active(self.store.channels().unwrap_or_default());
         for key in &keys {
             let labels = CalendarLabels {
                 account: key.account.clone(),
@@ -437,12 +438,7 @@ impl Api {
                 let lag = (now - last.as_datetime()).num_milliseconds().max(0) as f64 / 1000.0;
                 self.metrics.sync_lag.get_or_create(&labels).set(lag);
             }
-            let expiry = channels
-                .iter()
-                .filter(|c| &c.calendar == key && c.state == crate::store::ChannelState::Active)
-                .filter_map(|c| c.expiration_ms)
-                .max();
-            if let Some(ms) = expiry {
+            if let Some(ms) = channels.get(key).and_then(|c| c.expiration_ms) {
                 self.metrics
                     .channel_expiry
                     .get_or_create(&labels)
@@ -472,10 +468,10 @@ impl Api {
         let mut note = |e: crate::store::StoreError| {
             unreadable.get_or_insert_with(|| format!("cannot read the store: {e}"));
         };
-        let channels = self.store.channels().unwrap_or_else(|e| {
+        let channels = newest_active(self.store.channels().unwrap_or_else(|e| {
             note(e);
             Vec::new()
-        });
+        }));
         let mut calendars = Vec::new();
         for key in keys {
             let state = self.store.calendar(&key).unwrap_or_else(|e| {
@@ -484,7 +480,11 @@ impl Api {
             });
             let live = self.board.get(&key).unwrap_or_default();
             calendars.push(CalendarStatus {
-                channel: channel_of(&channels, &key),
+                channel: channels.get(&key).map(|c| ChannelStatus {
+                    id: c.id.to_string(),
+                    expires_at: c.expiration_ms.and_then(Timestamp::from_millis),
+                    confirmed: c.confirmed,
+                }),
                 poll_only: self.store.poll_only(&key).unwrap_or(false),
                 account: key.account,
                 calendar_id: key.calendar_id,
@@ -519,18 +519,22 @@ fn retry_after(status: StatusCode, message: &str, seconds: &'static str) -> Resp
     resp
 }
 
-/// The calendar's newest active channel.
-fn channel_of(
-    channels: &[crate::store::ChannelRecord],
-    key: &CalendarKey,
-) -> Option<ChannelStatus> {
-    channels
-        .iter()
-        .filter(|c| &c.calendar == key && c.state == crate::store::ChannelState::Active)
-        .max_by_key(|c| c.expiration_ms)
-        .map(|c| ChannelStatus {
-            id: c.id.to_string(),
-            expires_at: c.expiration_ms.and_then(Timestamp::from_millis),
-            confirmed: c.confirmed,
-        })
+/// Each calendar's newest active channel, in one pass over the channels
+/// (not one per calendar: thousands of calendars make that quadratic).
+fn newest_active(
+    channels: Vec<crate::store::ChannelRecord>,
+) -> HashMap<CalendarKey, crate::store::ChannelRecord> {
+    let mut newest: HashMap<CalendarKey, crate::store::ChannelRecord> = HashMap::new();
+    for c in channels {
+        if c.state != crate::store::ChannelState::Active {
+            continue;
+        }
+        match newest.get(&c.calendar) {
+            Some(n) if n.expiration_ms >= c.expiration_ms => {}
+            _ => {
+                newest.insert(c.calendar.clone(), c);
+            }
+        }
+    }
+    newest
 }
