@@ -150,9 +150,38 @@ impl ChannelsHandle {
     }
 }
 
-/// A channel is due for replacement once `now >= expiration - renew_before`.
-pub(crate) fn is_due(now_ms: i64, expiration_ms: i64, renew_before: Duration) -> bool {
-    now_ms >= expiration_ms.saturating_sub(renew_before.as_millis() as i64)
+/// When channels are replaced: `renew_before` ahead of expiry, and up to
+/// a spread earlier (see [`is_due`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Renewal {
+    pub renew_before: Duration,
+    /// The lifetime asked for (`channels.ttl`).
+    pub ttl: Duration,
+}
+
+/// A channel is due for replacement `renew_before` and a spread ahead of
+/// its expiration. The spread is a fixed share, drawn from the channel's
+/// id, of half of `renew_before` (or of what `ttl` leaves beyond it, if
+/// less).
+/// Channels made in one start-up burst all expire within minutes of each
+/// other; spread this way, their renewals (a watch and a stop each) are
+/// strewn over hours instead of coming due at the same check, and each
+/// channel keeps its place from check to check.
+pub(crate) fn is_due(now_ms: i64, expiration_ms: i64, r: Renewal, id: &str) -> bool {
+    let before = r.renew_before.as_millis() as i64;
+    let room = (r.ttl.as_millis() as i64 - before).max(0);
+    let spread = (before.min(room) / 2) as f64 * unit_hash(id);
+    now_ms >= expiration_ms.saturating_sub(before + spread as i64)
+}
+
+/// `id` hashed (FNV-1a) to a number in [0, 1).
+fn unit_hash(id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// 32 random bytes, base64url: the secret Google echoes in every ping.
@@ -169,11 +198,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_exactly_at_expiration_minus_renew_before() {
-        let renew = Duration::from_secs(60);
-        assert!(!is_due(1_000_000 - 60_001, 1_000_000, renew));
-        assert!(is_due(1_000_000 - 60_000, 1_000_000, renew));
-        assert!(is_due(2_000_000, 1_000_000, renew), "expired is due");
+    fn due_within_the_renew_window_and_spread_over_its_first_half() {
+        let hour = 3_600_000i64;
+        let renew = Renewal {
+            renew_before: Duration::from_millis(hour as u64),
+            ttl: Duration::from_millis(24 * hour as u64),
+        };
+        let expires = 100 * hour;
+        // A start-up burst: 1000 channels expiring at the same moment.
+        let ids: Vec<String> = (0..1000)
+            .map(|_| crate::store::ChannelId::random().to_string())
+            .collect();
+        let due_at = |id: &str| {
+            (expires - 2 * hour..=expires)
+                .step_by(60_000)
+                .find(|&t| is_due(t, expires, renew, id))
+                .expect("due before it expires")
+        };
+        let mut per_quarter_hour = [0usize; 2 * 4];
+        for id in &ids {
+            let at = due_at(id);
+            assert!(at <= expires - hour, "due by expiration - renew_before");
+            assert!(
+                at >= expires - hour - hour / 2,
+                "not before half a renew_before earlier"
+            );
+            per_quarter_hour[((expires - hour - at) / (hour / 4)).min(7) as usize] += 1;
+            assert!(is_due(at + 1, expires, renew, id), "stays due");
+        }
+        // Strewn over the half hour: no quarter of it has most of them.
+        assert!(
+            per_quarter_hour[..2]
+                .iter()
+                .all(|&n| (350..650).contains(&n)),
+            "{per_quarter_hour:?}"
+        );
+        assert!(
+            is_due(expires + 1, expires, renew, &ids[0]),
+            "expired is due"
+        );
     }
 
     #[test]

@@ -233,7 +233,10 @@ impl Scheduler {
             }
             return Ok(());
         }
-        let renew = self.renew_before;
+        let renew = super::Renewal {
+            renew_before: self.renew_before,
+            ttl: self.ttl,
+        };
         // A channel made for another hook.public_url delivers nowhere we
         // listen: replaced at once, as if it were due.
         let elsewhere = |c: &ChannelRecord| c.address.as_deref().is_some_and(|a| a != self.address);
@@ -242,7 +245,7 @@ impl Scheduler {
         }
         if live
             .iter()
-            .all(|c| is_due(now, c.expiration_ms.unwrap_or(0), renew) || elsewhere(c))
+            .all(|c| is_due(now, c.expiration_ms.unwrap_or(0), renew, &c.id) || elsewhere(c))
         {
             let old: Vec<ChannelRecord> = live.into_iter().cloned().collect();
             if self.create(watched).await? {
