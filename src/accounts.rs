@@ -213,7 +213,13 @@ impl Starter {
                     }
                 },
             };
-            for id in calendar_ids(account, &client).await {
+            let ids = calendar_ids(account, &client).await;
+            client.set_followed(ids.len());
+            let floor = client.poll_floor();
+            if floor > cfg.sync.poll_interval {
+                tracing::info!(account = %account.name, calendars = ids.len(), requests_per_minute = account.requests_per_minute, poll_interval = %humantime::format_duration(round_secs(floor)), "safety-net polls spaced out to stay within 20% of the account's quota (sync.poll_interval is shorter)");
+            }
+            for id in ids {
                 wanted.insert(CalendarKey::new(&account.name, &id), client.clone());
             }
             if let Ok(mut inner) = self.calendars.0.write() {
@@ -338,4 +344,9 @@ async fn calendar_ids(account: &Account, client: &GoogleClient) -> Vec<String> {
             }
         }
     }
+}
+
+/// `d` to whole seconds, for logs.
+fn round_secs(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_secs(d.as_secs())
 }

@@ -3,6 +3,7 @@
 //! Responses are read leniently: unknown fields and values are kept in the
 //! raw JSON, and an item without an id is skipped, never fatal.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
@@ -46,12 +47,26 @@ pub struct WatchResponse {
     pub expiration_ms: Option<i64>,
 }
 
+/// The share of an account's quota that safety-net polls may take: 20%.
+pub(super) const POLL_SHARE: f64 = 0.2;
+
+/// One poll of each of `calendars` per interval, at most [`POLL_SHARE`] of
+/// `per_minute` requests a minute: 5000 calendars at Google's 600 a minute
+/// are polled at most every 41 min 40 s.
+pub(super) fn poll_floor(calendars: usize, per_minute: u32) -> Duration {
+    let polls_per_minute = f64::from(per_minute.max(1)) * POLL_SHARE;
+    Duration::from_secs_f64(calendars as f64 * 60.0 / polls_per_minute)
+}
+
 /// Calendar v3 for one account.
 pub struct GoogleClient {
     http: reqwest::Client,
     base: Url,
     auth: Authenticator,
     limiter: Limiter,
+    requests_per_minute: u32,
+    /// Calendars of the account the daemon follows (for [`Self::poll_floor`]).
+    followed: AtomicUsize,
 }
 
 impl GoogleClient {
@@ -66,7 +81,24 @@ impl GoogleClient {
             base: base.clone(),
             auth,
             limiter: Limiter::new(requests_per_minute),
+            requests_per_minute,
+            followed: AtomicUsize::new(0),
         }
+    }
+
+    /// How many of the account's calendars are followed (set on every
+    /// start and reload).
+    pub fn set_followed(&self, calendars: usize) {
+        self.followed.store(calendars, Ordering::Relaxed);
+    }
+
+    /// The shortest safety-net poll interval that keeps the polls of every
+    /// followed calendar within [`POLL_SHARE`] of the account's quota.
+    pub fn poll_floor(&self) -> Duration {
+        poll_floor(
+            self.followed.load(Ordering::Relaxed),
+            self.requests_per_minute,
+        )
     }
 
     /// A reqwest client with timeouts on every call and no proxy surprises
@@ -323,4 +355,22 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| GoogleError::Transient(Box::new(e)))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| GoogleError::Transient(format!("{what} answer is not JSON: {e}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_take_at_most_a_fifth_of_the_quota() {
+        // 120 polls a minute of 600: 5000 calendars, each every 41m40s.
+        assert_eq!(poll_floor(5000, 600), Duration::from_secs(2500));
+        assert_eq!(poll_floor(10, 600), Duration::from_secs(5));
+        assert_eq!(poll_floor(0, 600), Duration::ZERO);
+        assert_eq!(
+            poll_floor(1, 0),
+            Duration::from_secs(300),
+            "a zero quota counts as one"
+        );
+    }
 }

@@ -131,7 +131,9 @@ impl Engine {
                         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                     failures = 0;
                     not_before = Instant::now();
-                    next_poll = later(Instant::now(), jitter(self.settings.poll_interval, 0.25));
+                    // Never more often than the account's quota allows.
+                    let every = self.settings.poll_interval.max(self.google.poll_floor());
+                    next_poll = later(Instant::now(), jitter(every, 0.25));
                     self.board.update(&self.key, |s| {
                         s.state = EngineState::Idle;
                         s.progress = None;
