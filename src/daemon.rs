@@ -168,14 +168,26 @@ pub async fn run(
     let api = Api::new(
         store.clone(),
         feed,
-        board,
+        board.clone(),
         calendars.clone(),
         config.api.token.clone(),
         stop.clone(),
         metrics.clone(),
     )
     .with_sinks(sinks.clone());
-    let (hook, channel_tx) = spawn_channels(&config, &store, calendars, &metrics, &tasks, &stop);
+    let (hook, channel_tx, index) =
+        spawn_channels(&config, &store, calendars.clone(), &metrics, &tasks, &stop);
+    let sources = crate::progress::Sources {
+        board: board.clone(),
+        index,
+        calendars,
+        store: store.clone(),
+    };
+    tasks.spawn(
+        "start-up progress",
+        &stop,
+        crate::progress::run(sources, stop.clone()),
+    );
     let config = Arc::new(config);
     let (reload_tx, reload_rx) = mpsc::channel(1);
     let supervisor = Supervisor {
@@ -249,7 +261,7 @@ fn spawn_channels(
     metrics: &Metrics,
     tasks: &Tasks,
     stop: &CancellationToken,
-) -> (Hook, mpsc::Sender<ChannelMsg>) {
+) -> (Hook, mpsc::Sender<ChannelMsg>, ChannelIndex) {
     let index = ChannelIndex::default();
     let (channel_tx, channel_rx) = mpsc::channel(1024);
     let (confirmed_tx, confirmations) = mpsc::unbounded_channel();
@@ -263,7 +275,7 @@ fn spawn_channels(
     );
     let scheduler = Scheduler {
         store: store.clone(),
-        index,
+        index: index.clone(),
         calendars,
         address: config.hook.public_url.to_string(),
         ttl: config.channels.ttl,
@@ -276,7 +288,7 @@ fn spawn_channels(
         metrics: metrics.clone(),
     };
     tasks.spawn("channel scheduler", stop, scheduler.run());
-    (hook, channel_tx)
+    (hook, channel_tx, index)
 }
 
 fn spawn_servers(

@@ -46,6 +46,7 @@ pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod private_dir;
+pub(crate) mod progress;
 pub mod rawjson;
 pub mod secret;
 pub(crate) mod sinks;

@@ -57,8 +57,30 @@ pub struct StoreStatus {
     pub recovered_from: Option<String>,
 }
 
-/// One line per calendar, aligned, with a header; then the store's
-/// trouble, if any.
+/// One line on top: how many calendars are synced and watched, which is
+/// what a start-up of many calendars is waiting for.
+pub fn summary(calendars: &[CalendarStatus]) -> String {
+    let count = |f: &dyn Fn(&CalendarStatus) -> bool| calendars.iter().filter(|c| f(c)).count();
+    let mut line = format!(
+        "{} calendars: {} synced, {} watched ({} confirmed)",
+        calendars.len(),
+        count(&|c| c.has_sync_token),
+        count(&|c| c.channel.is_some()),
+        count(&|c| c.channel.as_ref().is_some_and(|ch| ch.confirmed)),
+    );
+    let poll_only = count(&|c| c.poll_only);
+    if poll_only > 0 {
+        line.push_str(&format!(", {poll_only} poll-only"));
+    }
+    let failing = count(&|c| c.last_error.is_some());
+    if failing > 0 {
+        line.push_str(&format!(", {failing} with errors"));
+    }
+    line
+}
+
+/// A summary line, then one line per calendar, aligned, with a header;
+/// then the store's trouble, if any.
 pub fn table(answer: &CalendarsAnswer, now: DateTime<Utc>) -> String {
     let header = [
         "ACCOUNT",
@@ -105,7 +127,8 @@ pub fn table(answer: &CalendarsAnswer, now: DateTime<Utc>) -> String {
                 .collect(),
         ]);
     }
-    let mut out = aligned(rows);
+    let mut out = format!("{}\n\n", summary(&answer.calendars));
+    out.push_str(&aligned(rows));
     let store = &answer.store;
     if let Some(e) = &store.error {
         out.push_str(&format!(
@@ -200,17 +223,21 @@ mod tests {
         ]});
         let t = table(&serde_json::from_value(body).expect("answer"), now);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("ACCOUNT  CALENDAR"));
+        assert_eq!(
+            lines[0],
+            "2 calendars: 0 synced, 1 watched (0 confirmed), 1 poll-only, 1 with errors"
+        );
+        assert!(lines[2].starts_with("ACCOUNT  CALENDAR"));
         assert!(
-            lines[1].contains("idle")
-                && lines[1].contains("3m ago")
-                && lines[1].contains("42")
-                && lines[1].contains("6d")
+            lines[3].contains("idle")
+                && lines[3].contains("3m ago")
+                && lines[3].contains("42")
+                && lines[3].contains("6d")
         );
         assert!(
-            lines[2].contains("backoff (poll-only)")
-                && lines[2].contains("never")
-                && lines[2].contains("rate limited")
+            lines[4].contains("backoff (poll-only)")
+                && lines[4].contains("never")
+                && lines[4].contains("rate limited")
         );
         assert!(!t.contains("STORE"), "a healthy store adds no line:\n{t}");
     }

@@ -80,6 +80,20 @@ impl ChannelIndex {
         maps.by_resource.get(resource_id).map(|(a, _)| a.clone())
     }
 
+    /// What our live channels (those Google answered) watch.
+    pub(crate) fn watched(&self) -> Vec<Watched> {
+        self.0.read().map_or_else(
+            |_| Vec::new(),
+            |m| {
+                m.by_id
+                    .values()
+                    .filter(|e| e.resource_id.is_some())
+                    .map(|e| e.watched.clone())
+                    .collect()
+            },
+        )
+    }
+
     pub(crate) fn insert(&self, id: &str, entry: IndexEntry) {
         if let Ok(mut m) = self.0.write() {
             if let Some(rid) = entry.resource_id.as_deref() {

@@ -226,6 +226,14 @@ impl StatusBoard {
         }
     }
 
+    /// How many of `keys` have completed a pass since start.
+    pub fn synced(&self, keys: &[CalendarKey]) -> usize {
+        let Ok(board) = self.0.read() else { return 0 };
+        keys.iter()
+            .filter(|k| board.get(*k).is_some_and(|s| s.passes > 0))
+            .count()
+    }
+
     pub fn remove(&self, key: &CalendarKey) {
         if let Ok(mut board) = self.0.write() {
             board.remove(key);

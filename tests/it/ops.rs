@@ -108,6 +108,10 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
 async fn status_prints_a_table_and_json_and_fails_clearly_without_a_daemon() {
     let h = Harness::start("status", Setup::default()).await;
     h.wait_idle_with_token(WAIT).await;
+    emu::wait_until_async("a confirmed channel", WAIT, || async {
+        (h.calendar().await["channel"]["confirmed"] == true).then_some(())
+    })
+    .await;
     // The harness's file says port 0; status needs the real address.
     let text = std::fs::read_to_string(h.config_path())
         .expect("config")
@@ -136,12 +140,16 @@ async fn status_prints_a_table_and_json_and_fails_clearly_without_a_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<&str> = table.lines().collect();
-    assert!(
-        lines[0].starts_with("ACCOUNT") && lines[0].contains("CHANNEL EXPIRES IN"),
+    assert_eq!(
+        lines[0], "1 calendars: 1 synced, 1 watched (1 confirmed)",
         "{table}"
     );
     assert!(
-        lines[1].starts_with("emu") && lines[1].contains("primary") && lines[1].contains("idle"),
+        lines[2].starts_with("ACCOUNT") && lines[2].contains("CHANNEL EXPIRES IN"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with("emu") && lines[3].contains("primary") && lines[3].contains("idle"),
         "{table}"
     );
     let json = tokio::task::spawn_blocking({

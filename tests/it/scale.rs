@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::emu::{self, event};
 use crate::harness::{last_seq, metric, Harness, Setup, CAL};
+use crate::support::{Daemon, TempDir};
+use gcal_syncd::config::ConfigText;
 
 /// More than the 1024 messages the scheduler's queue holds: the hook used
 /// to drop the `sync` confirmations past it.
@@ -192,4 +194,60 @@ async fn a_ping_on_a_synced_calendar_goes_before_a_start_up_that_fills_the_quota
         0.0,
         "the daemon stays under the quota, and Google never refuses it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_start_up_logs_its_progress_and_status_sums_it_up() {
+    let emu = emu::start_default().await;
+    emu.set_quota(QuotaKnobs {
+        per_user_per_minute: 40,
+        ..Default::default()
+    });
+    let dir = TempDir::new("progress");
+    dir.write("sa.json", &emu.service_account_json());
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(
+            emu.create_calendar(CAL, None, &format!("room {i}"), "UTC")
+                .expect("calendar"),
+        );
+    }
+    let list = ids.iter().map(|id| format!("{id:?}")).collect::<Vec<_>>();
+    let text = ConfigText::new("emu", "sa.json")
+        .log_level("info")
+        .google(&emu.api_root())
+        .public_url("http://127.0.0.1:9/gcal/notify")
+        .calendars(&format!("[{}]", list.join(", ")))
+        // 120 calls: three minutes at this quota.
+        .tail("requests_per_minute = 30\n");
+    dir.write("config.toml", &text.render());
+    let mut d = Daemon::spawn(&["run", "--config", "config.toml"], dir.path());
+    let started = d.wait_for_line("gcal-syncd started", Duration::from_secs(30));
+    let api = Daemon::field(&started, "api");
+    let line = d.wait_for_line("start-up progress", Duration::from_secs(60));
+    assert_eq!(Daemon::field(&line, "calendars"), "60", "{line}");
+    let synced: usize = Daemon::field(&line, "synced").parse().expect("synced=N");
+    assert!(synced < 60, "{line}");
+    assert!(
+        line.contains("watched=") && line.contains("eta_s="),
+        "{line}"
+    );
+
+    let status = dir.write("status.toml", &text.api(&api).render());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::bin())
+            .args(["status", "--config"])
+            .arg(&status)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("status");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("60 calendars: ") && first.contains(" synced, "),
+        "{stdout}"
+    );
+    let _ = d.child.kill();
 }
