@@ -79,7 +79,7 @@ impl Engine {
         let mut not_before = Instant::now();
         let mut last_attempt = Instant::now();
         let mut failures = 0u32;
-        if self.first_sync_waits_for_channel().await {
+        if Box::pin(self.first_sync_waits_for_channel()).await {
             return;
         }
         loop {
@@ -119,7 +119,9 @@ impl Engine {
             let started = Instant::now();
             self.trigger.started(started);
             last_attempt = started;
-            let result = self.pass().await;
+            // Boxed: a pass's state (pages, plans) lives on the heap only
+            // while it runs, instead of inside every idle engine's task.
+            let result = Box::pin(self.pass()).await;
             drop(permit);
             match result {
                 Ok(stats) => {
@@ -177,7 +179,7 @@ impl Engine {
                         next_poll = Instant::now();
                         continue;
                     }
-                    self.record_error(&message).await;
+                    Box::pin(self.record_error(&message)).await;
                     tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
                 }
             }
