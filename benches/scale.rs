@@ -11,7 +11,8 @@
 //! Run: `cargo bench --bench scale`. `BENCH_SCALE` lists the runs as
 //! `calendars:lifted` or `calendars:paced` (default
 //! `1000:lifted,5000:lifted,1000:paced`); `BENCH_SCALE_IDLE` the seconds of
-//! idle measured (default 60).
+//! idle measured (default 60); `BENCH_WRAP=heaptrack` runs each daemon
+//! under that tool (the RSS and CPU are then the tool's process's).
 
 mod common;
 
@@ -149,7 +150,17 @@ async fn run(n: usize, paced: bool, idle: u64) -> Outcome {
     let http = http();
     let before = emu.counters();
     let t = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gcal-syncd"))
+    // BENCH_WRAP runs the daemon under a tool (heaptrack, perf).
+    let bin = env!("CARGO_BIN_EXE_gcal-syncd");
+    let mut cmd = match std::env::var("BENCH_WRAP") {
+        Ok(w) => {
+            let mut c = std::process::Command::new(w);
+            c.arg(bin);
+            c
+        }
+        Err(_) => std::process::Command::new(bin),
+    };
+    let mut child = cmd
         .args(["run", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::null())
