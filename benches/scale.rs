@@ -150,22 +150,7 @@ async fn run(n: usize, paced: bool, idle: u64) -> Outcome {
     let http = http();
     let before = emu.counters();
     let t = Instant::now();
-    // BENCH_WRAP runs the daemon under a tool (heaptrack, perf).
-    let bin = env!("CARGO_BIN_EXE_gcal-syncd");
-    let mut cmd = match std::env::var("BENCH_WRAP") {
-        Ok(w) => {
-            let mut c = std::process::Command::new(w);
-            c.arg(bin);
-            c
-        }
-        Err(_) => std::process::Command::new(bin),
-    };
-    let mut child = cmd
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_daemon(&config);
     let (mut synced, mut watched) = (None, None);
     let mut pings = Vec::new();
     let mut next_edit = Instant::now();
@@ -251,16 +236,11 @@ async fn edit_and_wait(
 ) -> Duration {
     let q: String = form_urlencoded::byte_serialize(cal.as_bytes()).collect();
     // The calendar's records so far: `next` is the cursor after them.
-    let seen: Value = http
-        .get(format!(
-            "http://{api}/v1/changes?after=0&calendar_id={q}&limit=10000"
-        ))
-        .send()
-        .await
-        .expect("changes")
-        .json()
-        .await
-        .expect("json");
+    let seen = get_json(
+        http,
+        &format!("http://{api}/v1/changes?after=0&calendar_id={q}&limit=10000"),
+    )
+    .await;
     let head = seen["next"].as_u64().unwrap_or(0);
     let id = emu.etags(cal).into_iter().next().expect("an event").0;
     let t = Instant::now();
@@ -272,16 +252,8 @@ async fn edit_and_wait(
     .await
     .expect("edit");
     loop {
-        let body: Value = http
-            .get(format!(
-                "http://{api}/v1/changes?after={head}&calendar_id={q}&wait=30"
-            ))
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
+        let url = format!("http://{api}/v1/changes?after={head}&calendar_id={q}&wait=30");
+        let body = get_json(http, &url).await;
         if body["changes"].as_array().is_some_and(|c| !c.is_empty()) {
             return t.elapsed();
         }

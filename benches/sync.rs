@@ -314,24 +314,9 @@ async fn p3() {
     let hook_addr = hook.local_addr().expect("addr").to_string();
     drop(hook);
     let config = write_config(&dir, &emu, &hook_addr, &api, "1s");
-    let bin = env!("CARGO_BIN_EXE_gcal-syncd");
     let http = http();
     let t = Instant::now();
-    let wrap = std::env::var("BENCH_WRAP").ok();
-    let mut cmd = match &wrap {
-        Some(w) => {
-            let mut c = std::process::Command::new(w);
-            c.arg(bin);
-            c
-        }
-        None => std::process::Command::new(bin),
-    };
-    let mut child = cmd
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_daemon(&config);
     loop {
         let c = calendar(&http, &api).await;
         if c["events"] == n && c["has_sync_token"] == true {

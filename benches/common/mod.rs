@@ -152,20 +152,43 @@ pub async fn calendar(http: &reqwest::Client, api: &str) -> Value {
     }
 }
 
+/// GET `url` as JSON; panics (the bench is broken) when that fails.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// The release daemon, `gcal-syncd run --config <config>`, stderr
+/// discarded; `BENCH_WRAP` names a tool to run it under (heaptrack, perf).
+pub fn spawn_daemon(config: &std::path::Path) -> std::process::Child {
+    let bin = env!("CARGO_BIN_EXE_gcal-syncd");
+    let mut cmd = match std::env::var("BENCH_WRAP") {
+        Ok(w) => {
+            let mut c = std::process::Command::new(w);
+            c.arg(bin);
+            c
+        }
+        Err(_) => std::process::Command::new(bin),
+    };
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the daemon")
+}
+
 /// Long-polls until at least `n` records exist after `after`; returns them.
 pub async fn wait_records(http: &reqwest::Client, api: &str, after: u64, n: usize) -> Vec<Value> {
     let mut got: Vec<Value> = Vec::new();
     let mut cursor = after;
     while got.len() < n {
         let url = format!("http://{api}/v1/changes?after={cursor}&limit=10000&wait=30");
-        let body: Value = http
-            .get(url)
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
+        let body = get_json(http, &url).await;
         let batch = body["changes"].as_array().cloned().unwrap_or_default();
         cursor = body["next"].as_u64().unwrap_or(cursor);
         got.extend(batch);
