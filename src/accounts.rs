@@ -120,6 +120,19 @@ impl Calendars {
         }
     }
 
+    /// Every account's client, by account name.
+    pub fn clients(&self) -> Vec<(String, Arc<GoogleClient>)> {
+        self.0.read().map_or_else(
+            |_| Vec::new(),
+            |i| {
+                i.clients
+                    .iter()
+                    .map(|(a, c)| (a.clone(), c.clone()))
+                    .collect()
+            },
+        )
+    }
+
     pub fn client(&self, account: &str) -> Option<Arc<GoogleClient>> {
         self.0.read().ok()?.clients.get(account).cloned()
     }

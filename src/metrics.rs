@@ -43,6 +43,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabels {
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
 }
@@ -74,6 +79,8 @@ pub struct Metrics {
     pub sink_disabled: Family<SinkLabels, Gauge>,
     pub sink_deliveries: Family<DeliveryLabels, Counter>,
     pub channel_expiry: Family<CalendarLabels, FloatGauge>,
+    pub quota_used: Family<AccountLabels, Gauge>,
+    pub quota_limit: Family<AccountLabels, Gauge>,
     pub feed_head: Gauge,
     pub feed_pruned: Counter,
     pub feed_prune_passes: Counter,
@@ -111,6 +118,8 @@ impl Metrics {
             sink_disabled: Family::default(),
             sink_deliveries: Family::default(),
             channel_expiry: Family::default(),
+            quota_used: Family::default(),
+            quota_limit: Family::default(),
             feed_head: Gauge::default(),
             feed_pruned: Counter::default(),
             feed_prune_passes: Counter::default(),
@@ -141,6 +150,16 @@ impl Metrics {
             "change_records",
             "Change records written to the feed, by kind",
             m.change_records.clone(),
+        );
+        r.register(
+            "quota_requests",
+            "Google requests of the account in the daemon's current quota window (a minute and 2 s)",
+            m.quota_used.clone(),
+        );
+        r.register(
+            "quota_requests_limit",
+            "The account's requests_per_minute",
+            m.quota_limit.clone(),
         );
         r.register(
             "google_errors",

@@ -445,6 +445,16 @@ impl Api {
                     .set(ms as f64 / 1000.0);
             }
         }
+        for (account, client) in self.calendars.clients() {
+            let labels = crate::metrics::AccountLabels { account };
+            let (used, limit) = client.quota_used();
+            let used = i64::try_from(used).unwrap_or(i64::MAX);
+            self.metrics.quota_used.get_or_create(&labels).set(used);
+            self.metrics
+                .quota_limit
+                .get_or_create(&labels)
+                .set(i64::from(limit));
+        }
         self.metrics.feed_head.set(self.feed.head().get() as i64);
         self.metrics
             .store_bytes

@@ -86,6 +86,11 @@ impl GoogleClient {
         }
     }
 
+    /// Requests in the account's quota window now, and its limit.
+    pub fn quota_used(&self) -> (usize, u32) {
+        (self.limiter.in_window(), self.requests_per_minute)
+    }
+
     /// How many of the account's calendars are followed (set on every
     /// start and reload).
     pub fn set_followed(&self, calendars: usize) {

@@ -120,6 +120,15 @@ impl Limiter {
         }
     }
 
+    /// Requests counted in the window now.
+    pub(super) fn in_window(&self) -> usize {
+        let now = Instant::now();
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.iter()
+            .filter(|t| now.duration_since(**t) < WINDOW)
+            .count()
+    }
+
     async fn acquire_in(&self, class: Class) {
         let (line, cap) = match class {
             Class::Urgent => (&self.lines[0], self.per_minute),

@@ -194,6 +194,16 @@ async fn a_ping_on_a_synced_calendar_goes_before_a_start_up_that_fills_the_quota
         0.0,
         "the daemon stays under the quota, and Google never refuses it"
     );
+    let account = [("account", "emu")];
+    let used = metric(&errors, "gcal_syncd_quota_requests", &account);
+    assert!(
+        used >= 20.0 && used <= f64::from(per_minute),
+        "the start-up fills the window: {used}"
+    );
+    assert_eq!(
+        metric(&errors, "gcal_syncd_quota_requests_limit", &account),
+        f64::from(per_minute)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
