@@ -278,8 +278,10 @@ fn spawn_channels(
         index: index.clone(),
         calendars,
         address: config.hook.public_url.to_string(),
-        ttl: config.channels.ttl,
-        renew_before: config.channels.renew_before,
+        renewal: crate::channels::Renewal {
+            ttl: config.channels.ttl,
+            renew_before: config.channels.renew_before,
+        },
         schedule: config.channels.check_schedule.clone(),
         rx: channel_rx,
         confirmations,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry};
+use super::{is_due, new_token, ChannelIndex, ChannelMsg, IndexEntry, Renewal};
 use crate::accounts::{Calendars, Watched};
 use crate::google::GoogleError;
 use crate::metrics::Metrics;
@@ -26,8 +26,8 @@ pub(crate) struct Scheduler {
     pub calendars: Calendars,
     /// `hook.public_url`, the address every channel delivers to.
     pub address: String,
-    pub ttl: Duration,
-    pub renew_before: Duration,
+    /// `channels.ttl` and `channels.renew_before`.
+    pub renewal: Renewal,
     pub schedule: String,
     pub rx: mpsc::Receiver<ChannelMsg>,
     /// The `sync` messages the hook saw (see `ChannelsHandle::confirmed`).
@@ -97,7 +97,7 @@ impl Scheduler {
     /// Until two cron ticks are seen, assume a quarter of `renew_before`
     /// (1 s to 5 min) between checks.
     fn fallback_period(&self) -> Duration {
-        (self.renew_before / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+        (self.renewal.renew_before / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
     }
 
     async fn start_cron(&self) -> Option<JobScheduler> {
@@ -165,18 +165,7 @@ impl Scheduler {
                 return Some(Instant::now() + RETRY_SOON);
             }
         };
-        let mut by_calendar: HashMap<CalendarKey, Vec<ChannelRecord>> = HashMap::new();
-        let mut unconfigured = Vec::new();
-        for ch in all {
-            if self.calendars.contains(&Watched::of(&ch.calendar)) {
-                by_calendar.entry(ch.calendar.clone()).or_default().push(ch);
-            } else {
-                unconfigured.push(ch);
-            }
-        }
-        for ch in unconfigured {
-            self.stop_channel(&ch).await;
-        }
+        let mut by_calendar = self.stop_unconfigured_of(all).await;
         let mut failed = 0usize;
         for watched in self.calendars.watched() {
             if self.stop.is_cancelled() {
@@ -233,10 +222,7 @@ impl Scheduler {
             }
             return Ok(());
         }
-        let renew = super::Renewal {
-            renew_before: self.renew_before,
-            ttl: self.ttl,
-        };
+        let renew = self.renewal;
         // A channel made for another hook.public_url delivers nowhere we
         // listen: replaced at once, as if it were due.
         let elsewhere = |c: &ChannelRecord| c.address.as_deref().is_some_and(|a| a != self.address);
@@ -291,7 +277,12 @@ impl Scheduler {
         let answer = match watched {
             Watched::CalendarList { .. } => {
                 client
-                    .calendar_list_watch(&rec.id, rec.token.expose(), &self.address, self.ttl)
+                    .calendar_list_watch(
+                        &rec.id,
+                        rec.token.expose(),
+                        &self.address,
+                        self.renewal.ttl,
+                    )
                     .await
             }
             Watched::Events(_) => {
@@ -301,7 +292,7 @@ impl Scheduler {
                         &rec.id,
                         rec.token.expose(),
                         &self.address,
-                        self.ttl,
+                        self.renewal.ttl,
                     )
                     .await
             }
@@ -365,19 +356,29 @@ impl Scheduler {
 
     /// Stops the channels of calendars that are no longer configured.
     async fn stop_unconfigured(&mut self) {
-        let orphaned: Vec<ChannelRecord> = match self.store.channels() {
-            Ok(all) => all
-                .into_iter()
-                .filter(|c| !self.calendars.contains(&Watched::of(&c.calendar)))
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read channels from the store");
-                return;
+        match self.store.channels() {
+            Ok(all) => {
+                self.stop_unconfigured_of(all).await;
             }
-        };
-        for ch in orphaned {
-            self.stop_channel(&ch).await;
+            Err(e) => tracing::warn!(error = %e, "cannot read channels from the store"),
         }
+    }
+
+    /// Stops the channels among `all` whose calendars are no longer
+    /// configured; returns the others by calendar.
+    async fn stop_unconfigured_of(
+        &mut self,
+        all: Vec<ChannelRecord>,
+    ) -> HashMap<CalendarKey, Vec<ChannelRecord>> {
+        let mut by_calendar: HashMap<CalendarKey, Vec<ChannelRecord>> = HashMap::new();
+        for ch in all {
+            if self.calendars.contains(&Watched::of(&ch.calendar)) {
+                by_calendar.entry(ch.calendar.clone()).or_default().push(ch);
+            } else {
+                self.stop_channel(&ch).await;
+            }
+        }
+        by_calendar
     }
 
     fn forget(&self, id: &str) -> Result<(), StoreError> {
