@@ -232,6 +232,13 @@ impl Starter {
             if floor > cfg.sync.poll_interval {
                 tracing::info!(account = %account.name, calendars = ids.len(), requests_per_minute = account.requests_per_minute, poll_interval = %humantime::format_duration(round_secs(floor)), "safety-net polls spaced out to stay within 20% of the account's quota (sync.poll_interval is shorter)");
             }
+            // Renewals of channels made in one burst come due together
+            // (spread over at most renew_before / 2): they must fit in
+            // renew_before with room to spare, or channels lapse.
+            let renewal = client.renewal_time();
+            if renewal > cfg.channels.renew_before / 2 {
+                tracing::warn!(account = %account.name, calendars = ids.len(), requests_per_minute = account.requests_per_minute, renew_all = %humantime::format_duration(round_secs(renewal)), renew_before = %humantime::format_duration(cfg.channels.renew_before), "replacing every channel takes more than half of channels.renew_before at this quota; channels may lapse: raise channels.renew_before (and channels.ttl) or requests_per_minute");
+            }
             for id in ids {
                 wanted.insert(CalendarKey::new(&account.name, &id), client.clone());
             }

@@ -106,6 +106,14 @@ impl GoogleClient {
         )
     }
 
+    /// How long replacing the channel of every followed calendar (a watch
+    /// and a stop each) takes at the share of the quota background work
+    /// gets.
+    pub fn renewal_time(&self) -> Duration {
+        self.limiter
+            .background_time(2 * self.followed.load(Ordering::Relaxed))
+    }
+
     /// A reqwest client with timeouts on every call and no proxy surprises
     /// for loopback addresses.
     pub fn http_client() -> reqwest::Client {

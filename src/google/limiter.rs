@@ -120,6 +120,12 @@ impl Limiter {
         }
     }
 
+    /// How long `requests` background requests take at the most the
+    /// window lets them through.
+    pub(super) fn background_time(&self, requests: usize) -> Duration {
+        WINDOW.mul_f64(requests as f64 / self.background_max as f64)
+    }
+
     /// Requests counted in the window now.
     pub(super) fn in_window(&self) -> usize {
         let now = Instant::now();
@@ -169,6 +175,14 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn background_time_counts_windows_of_the_background_share() {
+        // 600 a minute: 570 for background work per 62 s window.
+        let limiter = Limiter::new(600);
+        assert_eq!(limiter.background_time(570), WINDOW);
+        assert_eq!(limiter.background_time(10_000).as_secs(), 1087);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_request_over_the_limit_waits_for_the_window() {
