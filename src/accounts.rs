@@ -148,7 +148,7 @@ impl Calendars {
 
 /// Everything needed to start an engine.
 pub(crate) struct Starter {
-    engines: EngineDeps,
+    engines: Arc<EngineDeps>,
     tasks: Tasks,
     stop: CancellationToken,
     pub calendars: Calendars,
@@ -184,13 +184,13 @@ impl Starter {
             metrics,
         } = deps;
         Starter {
-            engines: EngineDeps {
+            engines: Arc::new(EngineDeps {
                 store,
                 feed,
                 board,
                 permits: crate::sync::Permits::new(cfg.sync.max_concurrent),
                 metrics,
-            },
+            }),
             tasks,
             stop,
             calendars: Calendars::default(),

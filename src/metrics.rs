@@ -20,16 +20,27 @@ pub struct PingLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PassLabels {
-    pub account: String,
-    pub calendar: String,
+    pub account: Arc<str>,
+    pub calendar: Arc<str>,
     pub kind: &'static str,
     pub result: &'static str,
 }
 
+/// A calendar's labels. The strings are shared: a followed calendar has a
+/// label set in several families, and thousands of calendars are followed.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CalendarLabels {
-    pub account: String,
-    pub calendar: String,
+    pub account: Arc<str>,
+    pub calendar: Arc<str>,
+}
+
+impl CalendarLabels {
+    pub fn new(account: &str, calendar: &str) -> Self {
+        CalendarLabels {
+            account: account.into(),
+            calendar: calendar.into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

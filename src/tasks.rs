@@ -7,6 +7,9 @@
 //! feed writer would be gone while `/healthz` still answered 200.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -58,11 +61,11 @@ impl Tasks {
         let name = name.into();
         let stop = stop.clone();
         let died = self.died.clone();
-        let inner = tokio::spawn(task);
+        // One task per spawn (an engine per calendar is one): the panic is
+        // caught inside it rather than seen through a second, watching task.
         self.tracker.spawn(async move {
-            let why = match inner.await {
-                Err(e) if e.is_panic() => Some("panicked"),
-                Err(_) => None, // cancelled with the runtime
+            let why = match AssertUnwindSafe(task).catch_unwind().await {
+                Err(_) => Some("panicked"),
                 Ok(()) if !stop.is_cancelled() => Some("ended"),
                 Ok(()) => None,
             };

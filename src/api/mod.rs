@@ -430,10 +430,7 @@ impl Api {
         let keys = self.calendars.keys();
         let channels = newest_active(self.store.channels().unwrap_or_default());
         for key in &keys {
-            let labels = CalendarLabels {
-                account: key.account.clone(),
-                calendar: key.calendar_id.clone(),
-            };
+            let labels = CalendarLabels::new(&key.account, &key.calendar_id);
             if let Some(last) = self.store.calendar(key).ok().and_then(|s| s.last_sync_at) {
                 let lag = (now - last.as_datetime()).num_milliseconds().max(0) as f64 / 1000.0;
                 self.metrics.sync_lag.get_or_create(&labels).set(lag);

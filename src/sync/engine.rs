@@ -2,6 +2,7 @@
 //! concurrency permit; run a pass; log one summary line; back off on
 //! failure. Cancellation is seen between pages and during every wait.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,22 +16,21 @@ use crate::google::{GoogleClient, GoogleError};
 use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
 use crate::store::{CalendarKey, Store};
 
-/// One calendar's sync task and the handles it needs.
+/// One calendar's sync task and the handles it needs. Kept small: an idle
+/// engine is a task per followed calendar, so the daemon-wide handles are
+/// shared behind one `Arc`.
 pub(crate) struct Engine {
     pub(super) key: CalendarKey,
     pub(super) google: Arc<GoogleClient>,
-    pub(super) store: Store,
-    pub(super) feed: Feed,
     pub(super) settings: SyncSettings,
-    pub(super) board: StatusBoard,
     pub(super) stop: CancellationToken,
     pub(super) trigger: Trigger,
-    permits: Permits,
-    pub(super) metrics: Metrics,
+    pub(super) deps: Arc<EngineDeps>,
+    /// The calendar's metric labels, made once and shared by every family.
+    labels: CalendarLabels,
 }
 
-/// The daemon-wide handles every engine gets.
-#[derive(Clone)]
+/// The daemon-wide handles every engine shares.
 pub(crate) struct EngineDeps {
     pub store: Store,
     pub feed: Feed,
@@ -40,6 +40,16 @@ pub(crate) struct EngineDeps {
     pub metrics: Metrics,
 }
 
+/// When an engine syncs next, and how its failures back off.
+struct Schedule {
+    next_poll: Instant,
+    /// Set after a failure needing a person: not even a ping retries
+    /// before it.
+    not_before: Instant,
+    last_attempt: Instant,
+    failures: u32,
+}
+
 impl Engine {
     pub(crate) fn new(
         key: CalendarKey,
@@ -47,143 +57,153 @@ impl Engine {
         settings: SyncSettings,
         trigger: Trigger,
         stop: CancellationToken,
-        deps: EngineDeps,
+        deps: Arc<EngineDeps>,
     ) -> Self {
-        let EngineDeps {
-            store,
-            feed,
-            board,
-            permits,
-            metrics,
-        } = deps;
         Engine {
-            metrics,
+            labels: CalendarLabels::new(&key.account, &key.calendar_id),
             key,
             google,
-            store,
-            feed,
             settings,
-            board,
             stop,
             trigger,
-            permits,
+            deps,
         }
     }
 
     /// Runs until `stop`: a pass at start, then one per poke or poll.
+    /// While idle the task holds only the engine and this wait; a turn's
+    /// state (debounce, permit, pass) is boxed and lives only while it runs.
     pub(crate) async fn run(self) {
         self.set_state(EngineState::Starting, None);
-        let mut next_poll = Instant::now();
-        // Set after a failure needing a person: not even a ping retries
-        // before it.
-        let mut not_before = Instant::now();
-        let mut last_attempt = Instant::now();
-        let mut failures = 0u32;
+        let now = Instant::now();
+        let mut schedule = Schedule {
+            next_poll: now,
+            not_before: now,
+            last_attempt: now,
+            failures: 0,
+        };
         if Box::pin(self.first_sync_waits_for_channel()).await {
             return;
         }
         loop {
             let pinged = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                _ = self.trigger.notified() => {
-                    // Debounce: a ping can precede the change; later pings join
-                    // this pass. After a passing failure a genuine ping retries
-                    // at once, but at most once per retry_base, so a failing
-                    // Google is not hammered.
-                    let mut wake = later(Instant::now(), self.settings.debounce).max(not_before);
-                    if failures > 0 {
-                        wake = wake.max(later(last_attempt, self.settings.retry_base));
-                    }
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep_until(wake) => {}
-                    }
-                    true
-                }
-                _ = tokio::time::sleep_until(next_poll) => false,
+                _ = self.trigger.notified() => true,
+                _ = tokio::time::sleep_until(schedule.next_poll) => false,
             };
-            // What a ping asked for goes before start-up, polls and
-            // channels: its own permits, and the reserve of the quota (a
-            // ping while the pass waits for either makes it urgent too).
-            let incremental = self.has_sync_token();
-            let urgency = self.trigger.urgency();
-            urgency.set(pinged && incremental);
-            let permit = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                p = self.permits.acquire(urgency, incremental) => match p { Ok(p) => p, Err(_) => return },
-            };
-            // Pokes until now (those the debounce gathered, those that came
-            // while waiting for the permit, the one a new channel left) are
-            // all answered by this pass: it lists after them.
-            self.trigger.absorb();
-            let started = Instant::now();
-            self.trigger.started(started);
-            last_attempt = started;
-            // Boxed: a pass's state (pages, plans) lives on the heap only
-            // while it runs, instead of inside every idle engine's task.
-            let result = Box::pin(self.pass()).await;
-            drop(permit);
-            match result {
-                Ok(stats) => {
-                    self.count_pass(stats.kind.as_str(), "ok");
-                    let labels = self.labels();
-                    self.metrics
-                        .last_success
-                        .get_or_create(&labels)
-                        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                    failures = 0;
-                    not_before = Instant::now();
-                    // Never more often than the account's quota allows.
-                    let every = self.settings.poll_interval.max(self.google.poll_floor());
-                    next_poll = later(Instant::now(), jitter(every, 0.25));
-                    self.board.update(&self.key, |s| {
-                        s.state = EngineState::Idle;
-                        s.progress = None;
-                        s.last_error = None;
-                        s.passes += 1;
-                    });
-                    tracing::info!(
-                        account = %self.key.account, calendar = %self.key.calendar_id, kind = stats.kind.as_str(),
-                        pages = stats.pages, items = stats.items, records = stats.records,
-                        duration_ms = started.elapsed().as_millis() as u64, "sync pass done"
-                    );
-                }
-                Err(PassError::Stopped) => return,
-                Err(e) => {
-                    self.count_pass("any", "error");
-                    if let PassError::Google(g) = &e {
-                        self.metrics
-                            .google_errors
-                            .get_or_create(&ReasonLabels {
-                                reason: g.reason().to_string(),
-                            })
-                            .inc();
-                    }
-                    failures += 1;
-                    let person = e.needs_person();
-                    // A person's fix takes minutes: start near the 5-minute cap.
-                    let attempt = if person { failures + 8 } else { failures };
-                    let delay = retry_delay(self.settings.retry_base, attempt, None);
-                    next_poll = later(Instant::now(), delay);
-                    not_before = if person { next_poll } else { Instant::now() };
-                    let message = describe(&e);
-                    if matches!(e, PassError::Store(_)) && self.feed.failure().is_some() {
-                        // The feed writer is reopening the store: retry the
-                        // moment it takes writes, not after a grown backoff.
-                        self.show_error(&message);
-                        tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, "sync pass failed: the store cannot be written; retrying once it can");
-                        tokio::select! {
-                            _ = self.stop.cancelled() => return,
-                            _ = self.feed.writable() => {}
-                        }
-                        next_poll = Instant::now();
-                        continue;
-                    }
-                    Box::pin(self.record_error(&message)).await;
-                    tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
-                }
+            if Box::pin(self.turn(pinged, &mut schedule)).await.is_break() {
+                return;
             }
         }
+    }
+
+    /// One wake-up: the debounce of a ping, a permit, a pass, and what its
+    /// outcome sets for the next one. Break when the daemon stops.
+    async fn turn(&self, pinged: bool, schedule: &mut Schedule) -> ControlFlow<()> {
+        if pinged {
+            // Debounce: a ping can precede the change; later pings join
+            // this pass. After a passing failure a genuine ping retries at
+            // once, but at most once per retry_base, so a failing Google is
+            // not hammered.
+            let mut wake = later(Instant::now(), self.settings.debounce).max(schedule.not_before);
+            if schedule.failures > 0 {
+                wake = wake.max(later(schedule.last_attempt, self.settings.retry_base));
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return ControlFlow::Break(()),
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        // What a ping asked for goes before start-up, polls and channels:
+        // its own permits, and the reserve of the quota (a ping while the
+        // pass waits for either makes it urgent too).
+        let incremental = self.has_sync_token();
+        let urgency = self.trigger.urgency();
+        urgency.set(pinged && incremental);
+        let permit = tokio::select! {
+            _ = self.stop.cancelled() => return ControlFlow::Break(()),
+            p = self.deps.permits.acquire(urgency, incremental) => match p { Ok(p) => p, Err(_) => return ControlFlow::Break(()) },
+        };
+        // Pokes until now (those the debounce gathered, those that came
+        // while waiting for the permit, the one a new channel left) are all
+        // answered by this pass: it lists after them.
+        self.trigger.absorb();
+        let started = Instant::now();
+        self.trigger.started(started);
+        schedule.last_attempt = started;
+        let result = self.pass().await;
+        drop(permit);
+        match result {
+            Ok(stats) => {
+                self.count_pass(stats.kind.as_str(), "ok");
+                let labels = self.labels();
+                self.deps
+                    .metrics
+                    .last_success
+                    .get_or_create(labels)
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                schedule.failures = 0;
+                schedule.not_before = Instant::now();
+                // Never more often than the account's quota allows.
+                let every = self.settings.poll_interval.max(self.google.poll_floor());
+                schedule.next_poll = later(Instant::now(), jitter(every, 0.25));
+                self.deps.board.update(&self.key, |s| {
+                    s.state = EngineState::Idle;
+                    s.progress = None;
+                    s.last_error = None;
+                    s.passes += 1;
+                });
+                tracing::info!(
+                    account = %self.key.account, calendar = %self.key.calendar_id, kind = stats.kind.as_str(),
+                    pages = stats.pages, items = stats.items, records = stats.records,
+                    duration_ms = started.elapsed().as_millis() as u64, "sync pass done"
+                );
+            }
+            Err(PassError::Stopped) => return ControlFlow::Break(()),
+            Err(e) => {
+                self.count_pass("any", "error");
+                if let PassError::Google(g) = &e {
+                    self.deps
+                        .metrics
+                        .google_errors
+                        .get_or_create(&ReasonLabels {
+                            reason: g.reason().to_string(),
+                        })
+                        .inc();
+                }
+                schedule.failures += 1;
+                let person = e.needs_person();
+                // A person's fix takes minutes: start near the 5-minute cap.
+                let attempt = if person {
+                    schedule.failures + 8
+                } else {
+                    schedule.failures
+                };
+                let delay = retry_delay(self.settings.retry_base, attempt, None);
+                schedule.next_poll = later(Instant::now(), delay);
+                schedule.not_before = if person {
+                    schedule.next_poll
+                } else {
+                    Instant::now()
+                };
+                let message = describe(&e);
+                if matches!(e, PassError::Store(_)) && self.deps.feed.failure().is_some() {
+                    // The feed writer is reopening the store: retry the
+                    // moment it takes writes, not after a grown backoff.
+                    self.show_error(&message);
+                    tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, "sync pass failed: the store cannot be written; retrying once it can");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return ControlFlow::Break(()),
+                        _ = self.deps.feed.writable() => {}
+                    }
+                    schedule.next_poll = Instant::now();
+                    return ControlFlow::Continue(());
+                }
+                self.record_error(&message).await;
+                tracing::warn!(account = %self.key.account, calendar = %self.key.calendar_id, error = %message, retry_in = ?delay, "sync pass failed");
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     /// Watch first, then list: a calendar never synced waits (at most
@@ -209,31 +229,29 @@ impl Engine {
     /// Whether the next pass is incremental (an unreadable store counts as
     /// not: the pass then fails on its own).
     fn has_sync_token(&self) -> bool {
-        self.store
+        self.deps
+            .store
             .calendar(&self.key)
             .is_ok_and(|s| s.sync_token.is_some())
     }
 
-    pub(super) fn labels(&self) -> CalendarLabels {
-        CalendarLabels {
-            account: self.key.account.clone(),
-            calendar: self.key.calendar_id.clone(),
-        }
+    pub(super) fn labels(&self) -> &CalendarLabels {
+        &self.labels
     }
 
     fn count_pass(&self, kind: &'static str, result: &'static str) {
         let labels = PassLabels {
-            account: self.key.account.clone(),
-            calendar: self.key.calendar_id.clone(),
+            account: self.labels.account.clone(),
+            calendar: self.labels.calendar.clone(),
             kind,
             result,
         };
-        self.metrics.sync_passes.get_or_create(&labels).inc();
+        self.deps.metrics.sync_passes.get_or_create(&labels).inc();
     }
 
     /// Shows the failure in status (live only).
     fn show_error(&self, message: &str) {
-        self.board.update(&self.key, |s| {
+        self.deps.board.update(&self.key, |s| {
             s.state = EngineState::Backoff;
             s.progress = None;
             s.last_error = Some(message.to_string());
@@ -243,9 +261,9 @@ impl Engine {
     /// Shows the failure and keeps it in the calendar's stored state.
     async fn record_error(&self, message: &str) {
         self.show_error(message);
-        if let Ok(mut state) = self.store.calendar(&self.key) {
+        if let Ok(mut state) = self.deps.store.calendar(&self.key) {
             state.last_error = Some(message.to_string());
-            if let Err(e) = self.feed.put_state(&self.key, state).await {
+            if let Err(e) = self.deps.feed.put_state(&self.key, state).await {
                 tracing::warn!(error = %e, "cannot record the sync error in the store");
             }
         }

@@ -11,11 +11,12 @@ mod pass;
 mod plan;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 pub(crate) use diff::changed_fields;
@@ -34,8 +35,11 @@ struct TriggerState {
     /// When the engine's latest pass started.
     last_start: Mutex<Option<Instant>>,
     /// Whether the channel scheduler has been through the calendar once
-    /// (made its channel, found one live, or failed trying).
-    settled: watch::Sender<bool>,
+    /// (made its channel, found one live, or failed trying). A flag and a
+    /// `Notify` rather than a `watch` channel: one of those is several
+    /// hundred bytes, per followed calendar.
+    settled: AtomicBool,
+    settled_notify: Notify,
     /// Raised by every poke: a pass waiting for quota in the background
     /// line goes to the urgent one.
     urgency: Urgency,
@@ -46,7 +50,8 @@ impl Default for TriggerState {
         TriggerState {
             notify: Notify::new(),
             last_start: Mutex::new(None),
-            settled: watch::Sender::new(false),
+            settled: AtomicBool::new(false),
+            settled_notify: Notify::new(),
             urgency: Urgency::default(),
         }
     }
@@ -76,13 +81,23 @@ impl Trigger {
 
     /// The channel scheduler has been through the calendar once.
     pub fn channel_settled(&self) {
-        self.0.settled.send_replace(true);
+        self.0.settled.store(true, Ordering::Release);
+        self.0.settled_notify.notify_waiters();
     }
 
     /// Waits until [`Trigger::channel_settled`].
     async fn wait_channel_settled(&self) {
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = self.0.settled.subscribe().wait_for(|s| *s).await;
+        loop {
+            // Registered before the flag is read, so a settle in between
+            // still wakes it.
+            let notified = self.0.settled_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.0.settled.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The engine starts a pass now.
@@ -336,6 +351,27 @@ fn tombstone_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn waiting_for_the_channel_ends_on_a_settle_before_or_during_the_wait() {
+        use futures_util::FutureExt;
+        let before = Trigger::default();
+        before.channel_settled();
+        assert!(before.wait_channel_settled().now_or_never().is_some());
+
+        let during = Trigger::default();
+        let waiter = tokio::spawn({
+            let t = during.clone();
+            async move { t.wait_channel_settled().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        during.channel_settled();
+        tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("the settle woke the waiter")
+            .expect("the waiter ran");
+    }
 
     #[test]
     fn retry_delay_doubles_caps_and_honours_retry_after() {

@@ -70,7 +70,7 @@ impl Engine {
     /// pass's requests are urgent when its calendar was pinged (see
     /// [`Trigger`](super::Trigger)); a full sync's are background work.
     pub(super) async fn pass(&self) -> Result<PassStats, PassError> {
-        let mut state = self.store.calendar(&self.key)?;
+        let mut state = self.deps.store.calendar(&self.key)?;
         let Some(token) = state.sync_token.clone() else {
             return self.full(state, PassKind::Full).await;
         };
@@ -78,7 +78,7 @@ impl Engine {
             Err(PassError::Google(GoogleError::SyncTokenGone { status, reason })) => {
                 tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, status, reason, "sync token no longer valid; full resync");
                 state.sync_token = None;
-                self.feed.put_state(&self.key, state.clone()).await?;
+                self.deps.feed.put_state(&self.key, state.clone()).await?;
                 self.full(state, PassKind::Resync).await
             }
             other => other,
@@ -130,7 +130,7 @@ impl Engine {
         // Every event this pass stores is stamped with its generation, so
         // when it starts on an empty calendar there is nothing to sweep (and
         // the first sync of a big calendar need not read it all back).
-        let fresh = !self.store.has_events(&self.key)?;
+        let fresh = !self.deps.store.has_events(&self.key)?;
         let mut stats = PassStats {
             kind,
             ..Default::default()
@@ -198,6 +198,7 @@ impl Engine {
         let mut pinged = false;
         // The state shown again once an outage ends.
         let resumed = self
+            .deps
             .board
             .get(&self.key)
             .map_or(EngineState::Incremental, |s| s.state);
@@ -214,21 +215,23 @@ impl Engine {
                     }
                     if attempt >= WARN_AFTER_FAILURES {
                         tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, attempts = attempt + 1, "events.list answers again");
-                        self.board.update(&self.key, |s| {
+                        self.deps.board.update(&self.key, |s| {
                             s.state = resumed;
                             s.last_error = None;
                         });
                     }
                     let labels = self.labels();
-                    self.metrics.list_calls.get_or_create(&labels).inc();
-                    self.metrics
+                    self.deps.metrics.list_calls.get_or_create(labels).inc();
+                    self.deps
+                        .metrics
                         .list_items
-                        .get_or_create(&labels)
+                        .get_or_create(labels)
                         .inc_by(page.items.len() as u64);
                     return Ok(page);
                 }
                 Err(e) if e.is_transient() => {
-                    self.metrics
+                    self.deps
+                        .metrics
                         .google_errors
                         .get_or_create(&crate::metrics::ReasonLabels {
                             reason: e.reason().to_string(),
@@ -247,7 +250,7 @@ impl Engine {
                     }
                     if attempt >= WARN_AFTER_FAILURES {
                         let message = e.to_string();
-                        self.board.update(&self.key, |s| {
+                        self.deps.board.update(&self.key, |s| {
                             s.state = EngineState::Backoff;
                             s.last_error = Some(message);
                         });
@@ -276,7 +279,7 @@ impl Engine {
     /// reads what the planner needs from the store and plans, off the
     /// async workers. `generation` is set in full syncs.
     async fn plan(&self, items: Vec<RawJson>, generation: Option<u64>) -> Result<Plan, PassError> {
-        let (store, key) = (self.store.clone(), self.key.clone());
+        let (store, key) = (self.deps.store.clone(), self.key.clone());
         let now = Timestamp::now();
         tokio::task::spawn_blocking(move || {
             let items: Vec<(EventHead, RawJson)> =
@@ -301,7 +304,7 @@ impl Engine {
     /// After the last page of a full sync: every stored event that no page
     /// listed (and that this page does not touch) was deleted meanwhile.
     async fn sweep(&self, mut plan: Plan, generation: u64) -> Result<Plan, PassError> {
-        let (store, key) = (self.store.clone(), self.key.clone());
+        let (store, key) = (self.deps.store.clone(), self.key.clone());
         let now = Timestamp::now();
         tokio::task::spawn_blocking(move || {
             for stored in store.events(&key) {
@@ -331,7 +334,7 @@ impl Engine {
             changes: plan.changes,
             state: state.clone(),
         };
-        Ok(self.feed.apply(page).await?)
+        Ok(self.deps.feed.apply(page).await?)
     }
 
     fn succeeded(&self, state: &mut CalendarState) {
@@ -340,14 +343,15 @@ impl Engine {
     }
 
     pub(super) fn set_state(&self, name: EngineState, progress: Option<Progress>) {
-        self.board.update(&self.key, |s: &mut LiveStatus| {
+        self.deps.board.update(&self.key, |s: &mut LiveStatus| {
             s.state = name;
             s.progress = progress;
         });
     }
 
     fn set_progress(&self, progress: Progress) {
-        self.board
+        self.deps
+            .board
             .update(&self.key, |s| s.progress = Some(progress));
     }
 }
