@@ -43,6 +43,7 @@ pub(crate) mod google;
 pub(crate) mod hook;
 pub mod http;
 pub mod logging;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub mod private_dir;

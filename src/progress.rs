@@ -55,6 +55,9 @@ async fn log_until_ready(sources: &Sources, stop: &CancellationToken) {
                     "start-up done: every calendar synced and watched (or poll-only)"
                 );
             }
+            // The start-up's transient memory (pages, answers, channel
+            // checks) goes back now rather than after the next check.
+            crate::memory::trim().await;
             return;
         }
         logged = true;

@@ -185,6 +185,8 @@ impl Scheduler {
                 t.channel_settled();
             }
         }
+        // A check reads every channel record: give that memory back.
+        crate::memory::trim().await;
         (failed > 0).then(|| Instant::now() + RETRY_SOON)
     }
 
