@@ -19,13 +19,19 @@ use crate::sync::{Engine, EngineDeps, StatusBoard, SyncSettings, Trigger};
 
 #[derive(Default)]
 struct Inner {
-    triggers: BTreeMap<CalendarKey, Trigger>,
-    /// Cancels one engine (a child of the daemon's stop token) and waits
-    /// for it to end.
-    stops: BTreeMap<CalendarKey, (CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The running engines, one per followed calendar.
+    engines: BTreeMap<CalendarKey, Running>,
     clients: BTreeMap<String, Arc<GoogleClient>>,
     /// Accounts with `calendars = "all"`: their calendar list is watched.
     followers: std::collections::BTreeSet<String>,
+}
+
+/// One running engine: how to wake it, and how to stop it and wait for it.
+struct Running {
+    trigger: Trigger,
+    /// A child of the daemon's stop token.
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// What a watch channel watches.
@@ -72,7 +78,13 @@ impl Calendars {
     pub fn trigger(&self, watched: &Watched) -> Option<Trigger> {
         match watched {
             Watched::CalendarList { account } => self.follows(account).then(|| self.1.clone()),
-            Watched::Events(key) => self.0.read().ok()?.triggers.get(key).cloned(),
+            Watched::Events(key) => self
+                .0
+                .read()
+                .ok()?
+                .engines
+                .get(key)
+                .map(|r| r.trigger.clone()),
         }
     }
 
@@ -92,7 +104,7 @@ impl Calendars {
             return Vec::new();
         };
         inner
-            .triggers
+            .engines
             .keys()
             .cloned()
             .map(Watched::Events)
@@ -108,7 +120,7 @@ impl Calendars {
     pub fn keys(&self) -> Vec<CalendarKey> {
         self.0
             .read()
-            .map(|i| i.triggers.keys().cloned().collect())
+            .map(|i| i.engines.keys().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -116,7 +128,7 @@ impl Calendars {
     pub fn contains(&self, watched: &Watched) -> bool {
         match watched {
             Watched::CalendarList { account } => self.follows(account),
-            Watched::Events(key) => self.0.read().is_ok_and(|i| i.triggers.contains_key(key)),
+            Watched::Events(key) => self.0.read().is_ok_and(|i| i.engines.contains_key(key)),
         }
     }
 
@@ -138,7 +150,7 @@ impl Calendars {
     }
 
     pub fn len(&self) -> usize {
-        self.0.read().map_or(0, |i| i.triggers.len())
+        self.0.read().map_or(0, |i| i.engines.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -254,11 +266,9 @@ impl Starter {
         let mut applied = Applied::default();
         for key in self.calendars.keys() {
             if !wanted.contains_key(&key) {
-                let engine = self.calendars.0.write().ok().and_then(|mut inner| {
-                    inner.triggers.remove(&key);
-                    inner.stops.remove(&key)
-                });
-                if let Some((stop, task)) = engine {
+                let engine = (self.calendars.0.write().ok())
+                    .and_then(|mut inner| inner.engines.remove(&key));
+                if let Some(Running { stop, task, .. }) = engine {
                     // Wait for the engine's last page, so that nothing it
                     // writes can land after the calendar's final records.
                     stop.cancel();
@@ -294,8 +304,14 @@ impl Starter {
             let name = format!("sync {}/{}", key.account, key.calendar_id);
             let task = self.tasks.spawn(name, &stop, engine.run());
             if let Ok(mut inner) = self.calendars.0.write() {
-                inner.triggers.insert(key.clone(), trigger);
-                inner.stops.insert(key.clone(), (stop, task));
+                inner.engines.insert(
+                    key.clone(),
+                    Running {
+                        trigger,
+                        stop,
+                        task,
+                    },
+                );
             }
             if old.is_some() {
                 tracing::info!(account = %key.account, calendar = %key.calendar_id, "calendar added to the configuration");

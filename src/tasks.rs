@@ -62,9 +62,11 @@ impl Tasks {
         let stop = stop.clone();
         let died = self.died.clone();
         // One task per spawn (an engine per calendar is one): the panic is
-        // caught inside it rather than seen through a second, watching task.
-        self.tracker.spawn(async move {
-            let why = match AssertUnwindSafe(task).catch_unwind().await {
+        // caught inside it rather than seen through a second, watching
+        // task. A combinator, not an async block: a block would hold the
+        // task's future twice (captured, then awaited).
+        let watched = AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
+            let why = match outcome {
                 Err(_) => Some("panicked"),
                 Ok(()) if !stop.is_cancelled() => Some("ended"),
                 Ok(()) => None,
@@ -73,7 +75,8 @@ impl Tasks {
                 tracing::error!(task = %name, why, "a task of the daemon stopped unexpectedly; stopping the daemon");
                 let _ = died.send(name);
             }
-        })
+        });
+        self.tracker.spawn(watched)
     }
 }
 

@@ -2,6 +2,7 @@
 //! concurrency permit; run a pass; log one summary line; back off on
 //! failure. Cancellation is seen between pages and during every wait.
 
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,26 +74,36 @@ impl Engine {
     /// Runs until `stop`: a pass at start, then one per poke or poll.
     /// While idle the task holds only the engine and this wait; a turn's
     /// state (debounce, permit, pass) is boxed and lives only while it runs.
-    pub(crate) async fn run(self) {
-        self.set_state(EngineState::Starting, None);
-        let now = Instant::now();
-        let mut schedule = Schedule {
-            next_poll: now,
-            not_before: now,
-            last_attempt: now,
-            failures: 0,
-        };
-        if Box::pin(self.first_sync_waits_for_channel()).await {
-            return;
-        }
-        loop {
-            let pinged = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = self.trigger.notified() => true,
-                _ = tokio::time::sleep_until(schedule.next_poll) => false,
+    ///
+    /// A function returning an `async move` block rather than an `async fn`:
+    /// an `async fn` keeps its argument twice in the future (as argument
+    /// and as local), and an engine's future lives as long as the daemon.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the engine twice, for the daemon's lifetime"
+    )]
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            self.set_state(EngineState::Starting, None);
+            let now = Instant::now();
+            let mut schedule = Schedule {
+                next_poll: now,
+                not_before: now,
+                last_attempt: now,
+                failures: 0,
             };
-            if Box::pin(self.turn(pinged, &mut schedule)).await.is_break() {
+            if Box::pin(self.first_sync_waits_for_channel()).await {
                 return;
+            }
+            loop {
+                let pinged = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    _ = self.trigger.notified() => true,
+                    _ = tokio::time::sleep_until(schedule.next_poll) => false,
+                };
+                if Box::pin(self.turn(pinged, &mut schedule)).await.is_break() {
+                    return;
+                }
             }
         }
     }
