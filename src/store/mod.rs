@@ -52,8 +52,12 @@ const SEQ_FLOOR_KEY: &[u8] = b"seq_floor";
 const PRUNED_KEY: &[u8] = b"pruned_through";
 /// A UUID given to the store when it is created (see `marker.rs`).
 const STORE_ID_KEY: &[u8] = b"store_id";
-/// sled keeps up to this much in its page cache.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// sled keeps up to this much in its page cache (and, measured, uses
+/// about as much again for its nodes). 16 MB rather than 32: with 10,000
+/// idle calendars the daemon's RSS went 110 -> 92 MB, and the peak of
+/// a first sync of 100k events 119-124 -> 96 MB, for 3-27% of that sync's
+/// speed (BENCHMARKS.md, "Many calendars").
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// How often sled's own thread writes and fsyncs (500 ms by default, even
 /// when there is nothing to write). Every write the invariants depend on is
 /// flushed explicitly (a page before its token is published, a sink's
