@@ -3,7 +3,8 @@
 //! Reports the time until every calendar is synced and every channel
 //! confirmed, events.list and events.watch calls per calendar, quota
 //! refusals, peak and idle RSS (against a one-calendar daemon measured in
-//! the same run) and idle CPU. In a paced run (Google's default quota of
+//! the same run), idle CPU, and how long `/v1/calendars` and `/metrics`
+//! take to answer when idle. In a paced run (Google's default quota of
 //! 600 requests a minute, in the emulator and the daemon) it also edits an
 //! already synced calendar every few seconds during the start-up and
 //! times each edit to its record on a long-poll (debounce 0 s).
@@ -32,9 +33,9 @@ async fn main() {
         .unwrap_or(60);
     let base = run(1, false, idle).await;
     println!(
-        "| calendars | quota | all synced | all watched (confirmed) | events.list per calendar | events.watch per calendar | quota refusals | peak RSS | idle RSS | idle RSS per calendar above 1 | idle CPU | ping -> record during start-up p50 / p99 / max |"
+        "| calendars | quota | all synced | all watched (confirmed) | events.list per calendar | events.watch per calendar | quota refusals | peak RSS | idle RSS | idle RSS per calendar above 1 | idle CPU | ping -> record during start-up p50 / p99 / max | /v1/calendars, /metrics idle (size) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     print_row(&base, &base);
     for spec in runs.split(',') {
         let Some((n, mode)) = spec.split_once(':') else {
@@ -59,6 +60,8 @@ struct Outcome {
     idle_cpu: f64,
     idle_secs: u64,
     pings: Vec<Duration>,
+    /// `/v1/calendars` and `/metrics`, idle: answer time and size.
+    answers: [(Duration, usize); 2],
 }
 
 fn print_row(r: &Outcome, base: &Outcome) {
@@ -85,7 +88,7 @@ fn print_row(r: &Outcome, base: &Outcome) {
         )
     };
     println!(
-        "| {} | {} | {:.1} s | {:.1} s | {:.3} | {:.3} | {} | {:.1} MB | {:.1} MB | {per_cal} | {:.2} s CPU in {} s ({:.2}%) | {ping} |",
+        "| {} | {} | {:.1} s | {:.1} s | {:.3} | {:.3} | {} | {:.1} MB | {:.1} MB | {per_cal} | {:.2} s CPU in {} s ({:.2}%) | {ping} | {:.0} ms ({:.1} MB), {:.0} ms ({:.1} MB) |",
         r.calendars,
         if r.paced { "600/min" } else { "lifted" },
         r.synced.as_secs_f64(),
@@ -98,6 +101,10 @@ fn print_row(r: &Outcome, base: &Outcome) {
         r.idle_cpu,
         r.idle_secs,
         r.idle_cpu * 100.0 / r.idle_secs as f64,
+        ms(r.answers[0].0),
+        r.answers[0].1 as f64 / 1e6,
+        ms(r.answers[1].0),
+        r.answers[1].1 as f64 / 1e6,
     );
 }
 
@@ -194,6 +201,7 @@ async fn run(n: usize, paced: bool, idle: u64) -> Outcome {
     tokio::time::sleep(Duration::from_secs(idle)).await;
     let idle_cpu = cpu_seconds(child.id()) - cpu0;
     let idle_kb = status_kb(child.id(), "VmRSS:");
+    let answers = answer_times(&http, &api).await;
     let refusals = scrape_refusals(&http, &api).await;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -213,7 +221,29 @@ async fn run(n: usize, paced: bool, idle: u64) -> Outcome {
         idle_cpu,
         idle_secs: idle,
         pings,
+        answers,
     }
+}
+
+/// The median of three idle answers of `/v1/calendars` and of `/metrics`,
+/// each read whole, and the size of the last ones.
+async fn answer_times(http: &reqwest::Client, api: &str) -> [(Duration, usize); 2] {
+    let mut out = [(Duration::ZERO, 0); 2];
+    for (slot, path) in out.iter_mut().zip(["/v1/calendars", "/metrics"]) {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let body = match http.get(format!("http://{api}{path}")).send().await {
+                Ok(r) => r.bytes().await.map(|b| b.len()).unwrap_or(0),
+                Err(_) => 0,
+            };
+            times.push(t.elapsed());
+            slot.1 = body;
+        }
+        times.sort();
+        slot.0 = times[1];
+    }
+    out
 }
 
 async fn calendars_of(http: &reqwest::Client, api: &str) -> Vec<Value> {

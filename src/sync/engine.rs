@@ -76,11 +76,12 @@ impl Engine {
     /// state (debounce, permit, pass) is boxed and lives only while it runs.
     ///
     /// A function returning an `async move` block rather than an `async fn`:
-    /// an `async fn` keeps its argument twice in the future (as argument
-    /// and as local), and an engine's future lives as long as the daemon.
+    /// the `async fn` moved its argument into a second slot of the future
+    /// (624 bytes against 520, release build), and an engine's future lives
+    /// as long as the daemon.
     #[allow(
         clippy::manual_async_fn,
-        reason = "an async fn would hold the engine twice, for the daemon's lifetime"
+        reason = "an async fn's future is bigger, and one lives per calendar"
     )]
     pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
         async move {
