@@ -265,13 +265,22 @@ async fn edit_and_wait(
     i: usize,
 ) -> Duration {
     let q: String = form_urlencoded::byte_serialize(cal.as_bytes()).collect();
-    // The calendar's records so far: `next` is the cursor after them.
-    let seen = get_json(
-        http,
-        &format!("http://{api}/v1/changes?after=0&calendar_id={q}&limit=10000"),
-    )
-    .await;
-    let head = seen["next"].as_u64().unwrap_or(0);
+    // The cursor after the calendar's records so far. A filtered read
+    // answers `next`, the last seq it looked at (at most `limit` of them):
+    // follow it to the end of the feed.
+    let mut head = 0;
+    loop {
+        let page = get_json(
+            http,
+            &format!("http://{api}/v1/changes?after={head}&calendar_id={q}&limit=10000"),
+        )
+        .await;
+        let next = page["next"].as_u64().unwrap_or(head);
+        if next == head {
+            break;
+        }
+        head = next;
+    }
     let id = emu.etags(cal).into_iter().next().expect("an event").0;
     let t = Instant::now();
     emu.edit(
@@ -287,6 +296,8 @@ async fn edit_and_wait(
         if body["changes"].as_array().is_some_and(|c| !c.is_empty()) {
             return t.elapsed();
         }
+        // Records of other calendars came: go on after them.
+        head = body["next"].as_u64().unwrap_or(head);
     }
 }
 
