@@ -160,7 +160,8 @@ impl Calendars {
 
 /// Everything needed to start an engine.
 pub(crate) struct Starter {
-    engines: Arc<EngineDeps>,
+    /// What every engine shares (the store, the feed, the board...).
+    deps: Arc<EngineDeps>,
     tasks: Tasks,
     stop: CancellationToken,
     pub calendars: Calendars,
@@ -196,7 +197,7 @@ impl Starter {
             metrics,
         } = deps;
         Starter {
-            engines: Arc::new(EngineDeps {
+            deps: Arc::new(EngineDeps {
                 store,
                 feed,
                 board,
@@ -212,7 +213,7 @@ impl Starter {
 
     /// The store and feed the engines write to.
     pub(crate) fn store_and_feed(&self) -> (&Store, &Feed) {
-        (&self.engines.store, &self.engines.feed)
+        (&self.deps.store, &self.deps.feed)
     }
 
     /// Makes the running calendars those of `cfg`: starts engines for new
@@ -266,8 +267,10 @@ impl Starter {
         let mut applied = Applied::default();
         for key in self.calendars.keys() {
             if !wanted.contains_key(&key) {
-                let engine = (self.calendars.0.write().ok())
-                    .and_then(|mut inner| inner.engines.remove(&key));
+                let engine = match self.calendars.0.write() {
+                    Ok(mut inner) => inner.engines.remove(&key),
+                    Err(_) => None,
+                };
                 if let Some(Running { stop, task, .. }) = engine {
                     // Wait for the engine's last page, so that nothing it
                     // writes can land after the calendar's final records.
@@ -279,7 +282,7 @@ impl Starter {
                         tracing::warn!(account = %key.account, calendar = %key.calendar_id, "engine did not stop within 30 s");
                     }
                 }
-                self.engines.board.remove(&key);
+                self.deps.board.remove(&key);
                 let policy = old
                     .and_then(|o| o.accounts.iter().find(|a| a.name == key.account))
                     .map_or(OnCalendarRemoved::EmitDeletes, |a| a.on_calendar_removed);
@@ -299,7 +302,7 @@ impl Starter {
                 settings.clone(),
                 trigger.clone(),
                 stop.clone(),
-                self.engines.clone(),
+                self.deps.clone(),
             );
             let name = format!("sync {}/{}", key.account, key.calendar_id);
             let task = self.tasks.spawn(name, &stop, engine.run());
