@@ -24,7 +24,7 @@ use query::{parse_query, snapshot_query, ChangesQuery};
 use crate::accounts::Calendars;
 use crate::feed::Feed;
 use crate::http::{self, Response};
-use crate::metrics::{CalendarLabels, Metrics};
+use crate::metrics::{CalendarSample, Metrics};
 use crate::secret::Secret;
 use crate::sinks::ResetError;
 use crate::status::{CalendarStatus, CalendarsAnswer, ChannelStatus, StoreStatus};
@@ -427,21 +427,23 @@ impl Api {
                 .get_or_create(&labels)
                 .set(seconds as f64);
         }
-        let keys = self.calendars.keys();
         let channels = newest_active(self.store.channels().unwrap_or_default());
-        for key in &keys {
-            let labels = CalendarLabels::new(&key.account, &key.calendar_id);
-            if let Some(last) = self.store.calendar(key).ok().and_then(|s| s.last_sync_at) {
-                let lag = (now - last.as_datetime()).num_milliseconds().max(0) as f64 / 1000.0;
-                self.metrics.sync_lag.get_or_create(&labels).set(lag);
-            }
-            if let Some(ms) = channels.get(key).and_then(|c| c.expiration_ms) {
-                self.metrics
-                    .channel_expiry
-                    .get_or_create(&labels)
-                    .set(ms as f64 / 1000.0);
-            }
-        }
+        let secs = |t: Timestamp| t.as_datetime().timestamp_millis() as f64 / 1000.0;
+        let now_secs = now.timestamp_millis() as f64 / 1000.0;
+        let calendars = (self.calendars.keys().into_iter())
+            .map(|key| {
+                let last = self.store.calendar(&key).ok().and_then(|s| s.last_sync_at);
+                CalendarSample {
+                    counts: self.board.counts(&key),
+                    last_success: last.map(secs),
+                    sync_lag: last.map(|t| (now_secs - secs(t)).max(0.0)),
+                    channel_expiry: (channels.get(&key).and_then(|c| c.expiration_ms))
+                        .map(|ms| ms as f64 / 1000.0),
+                    account: key.account,
+                    calendar: key.calendar_id,
+                }
+            })
+            .collect();
         for (account, client) in self.calendars.clients() {
             let labels = crate::metrics::AccountLabels { account };
             let (used, limit) = client.quota_used();
@@ -456,7 +458,7 @@ impl Api {
         self.metrics
             .store_bytes
             .set(self.store.size_on_disk().unwrap_or(0) as i64);
-        let mut resp = http::json_text(StatusCode::OK, self.metrics.render());
+        let mut resp = http::json_text(StatusCode::OK, self.metrics.render(calendars));
         resp.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(

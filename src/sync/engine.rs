@@ -11,10 +11,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pass::PassError;
-use super::{jitter, retry_delay, EngineState, Permits, StatusBoard, SyncSettings, Trigger};
+use super::{
+    jitter, retry_delay, EngineState, PassKind, Permits, StatusBoard, SyncSettings, Trigger,
+};
 use crate::feed::Feed;
 use crate::google::{GoogleClient, GoogleError};
-use crate::metrics::{CalendarLabels, Metrics, PassLabels, ReasonLabels};
+use crate::metrics::{Metrics, ReasonLabels};
 use crate::store::{CalendarKey, Store};
 
 /// One calendar's sync task and the handles it needs. Kept small: an idle
@@ -27,8 +29,6 @@ pub(crate) struct Engine {
     pub(super) stop: CancellationToken,
     pub(super) trigger: Trigger,
     pub(super) deps: Arc<EngineDeps>,
-    /// The calendar's metric labels, made once and shared by every family.
-    labels: CalendarLabels,
 }
 
 /// The daemon-wide handles every engine shares.
@@ -61,7 +61,6 @@ impl Engine {
         deps: Arc<EngineDeps>,
     ) -> Self {
         Engine {
-            labels: CalendarLabels::new(&key.account, &key.calendar_id),
             key,
             google,
             settings,
@@ -147,13 +146,6 @@ impl Engine {
         drop(permit);
         match result {
             Ok(stats) => {
-                self.count_pass(stats.kind.as_str(), "ok");
-                let labels = self.labels();
-                self.deps
-                    .metrics
-                    .last_success
-                    .get_or_create(labels)
-                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
                 schedule.failures = 0;
                 schedule.not_before = Instant::now();
                 // Never more often than the account's quota allows.
@@ -164,6 +156,12 @@ impl Engine {
                     s.progress = None;
                     s.last_error = None;
                     s.passes += 1;
+                    let c = &mut s.counts;
+                    match stats.kind {
+                        PassKind::Incremental => c.incremental += 1,
+                        PassKind::Full => c.full += 1,
+                        PassKind::Resync => c.resync += 1,
+                    }
                 });
                 tracing::info!(
                     account = %self.key.account, calendar = %self.key.calendar_id, kind = stats.kind.as_str(),
@@ -173,7 +171,7 @@ impl Engine {
             }
             Err(PassError::Stopped) => return ControlFlow::Break(()),
             Err(e) => {
-                self.count_pass("any", "error");
+                self.deps.board.update(&self.key, |s| s.counts.failed += 1);
                 if let PassError::Google(g) = &e {
                     self.deps
                         .metrics
@@ -245,20 +243,6 @@ impl Engine {
             .store
             .calendar(&self.key)
             .is_ok_and(|s| s.sync_token.is_some())
-    }
-
-    pub(super) fn labels(&self) -> &CalendarLabels {
-        &self.labels
-    }
-
-    fn count_pass(&self, kind: &'static str, result: &'static str) {
-        let labels = PassLabels {
-            account: self.labels.account.clone(),
-            calendar: self.labels.calendar.clone(),
-            kind,
-            result,
-        };
-        self.deps.metrics.sync_passes.get_or_create(&labels).inc();
     }
 
     /// Shows the failure in status (live only).

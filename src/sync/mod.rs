@@ -23,6 +23,7 @@ pub(crate) use diff::changed_fields;
 pub(crate) use engine::{Engine, EngineDeps};
 
 use crate::google::Urgency;
+use crate::metrics::CalendarCounts;
 use crate::store::CalendarKey;
 
 /// Wakes one calendar's engine. Pokes that arrive while a pass runs
@@ -223,6 +224,9 @@ pub struct LiveStatus {
     pub last_error: Option<String>,
     /// Passes completed since start.
     pub passes: u64,
+    /// What the calendar's metrics count (read at scrape time).
+    #[serde(skip)]
+    pub counts: CalendarCounts,
 }
 
 /// Live status of every engine, for the local API. Each engine task writes
@@ -233,6 +237,13 @@ pub struct StatusBoard(Arc<RwLock<BTreeMap<CalendarKey, LiveStatus>>>);
 impl StatusBoard {
     pub fn get(&self, key: &CalendarKey) -> Option<LiveStatus> {
         self.0.read().ok()?.get(key).cloned()
+    }
+
+    /// What the calendar's metrics count (zero before its first pass).
+    pub fn counts(&self, key: &CalendarKey) -> CalendarCounts {
+        (self.0.read().ok()).map_or_else(CalendarCounts::default, |b| {
+            b.get(key).map(|s| s.counts).unwrap_or_default()
+        })
     }
 
     fn update(&self, key: &CalendarKey, f: impl FnOnce(&mut LiveStatus)) {

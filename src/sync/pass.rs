@@ -220,13 +220,11 @@ impl Engine {
                             s.last_error = None;
                         });
                     }
-                    let labels = self.labels();
-                    self.deps.metrics.list_calls.get_or_create(labels).inc();
-                    self.deps
-                        .metrics
-                        .list_items
-                        .get_or_create(labels)
-                        .inc_by(page.items.len() as u64);
+                    let items = page.items.len() as u64;
+                    self.deps.board.update(&self.key, |s| {
+                        s.counts.list_calls += 1;
+                        s.counts.list_items += items;
+                    });
                     return Ok(page);
                 }
                 Err(e) if e.is_transient() => {

@@ -67,7 +67,16 @@ async fn metrics_parse_and_move_with_pings_list_calls_and_records() {
             &[("account", "emu"), ("result", "ok")]
         ) >= 1.0
     );
+    let full = [("kind", "full"), ("result", "ok")];
+    let full: Vec<_> = cal.iter().chain(&full).copied().collect();
+    assert_eq!(metric(&after, "gcal_syncd_sync_passes_total", &full), 1.0);
     assert!(metric(&after, "gcal_syncd_last_success_timestamp_seconds", &cal) > 1.7e9);
+    let lag = after
+        .samples
+        .iter()
+        .find(|x| x.metric == "gcal_syncd_sync_lag_seconds");
+    assert!(lag.is_some(), "no sync_lag_seconds series");
+    assert!((0.0..600.0).contains(&metric(&after, "gcal_syncd_sync_lag_seconds", &cal)));
     assert!(metric(&after, "gcal_syncd_channel_expiry_timestamp_seconds", &cal) > 1.7e9);
     assert!(metric(&after, "gcal_syncd_store_size_bytes", &[]) > 0.0);
     assert!(metric(&after, "gcal_syncd_process_resident_memory_bytes", &[]) > 0.0);
