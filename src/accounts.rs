@@ -124,6 +124,19 @@ impl Calendars {
             .unwrap_or_default()
     }
 
+    /// The ids of the running calendars of `account`.
+    fn ids_of(&self, account: &str) -> Vec<String> {
+        let Ok(inner) = self.0.read() else {
+            return Vec::new();
+        };
+        let from = CalendarKey::new(account, "");
+        (inner.engines.range(from..))
+            .map(|(key, _)| key)
+            .take_while(|key| key.account == account)
+            .map(|key| key.calendar_id.clone())
+            .collect()
+    }
+
     /// Whether `watched` is still followed.
     pub fn contains(&self, watched: &Watched) -> bool {
         match watched {
@@ -184,6 +197,9 @@ pub(crate) struct Applied {
     pub added: Vec<CalendarKey>,
     /// Removed calendars, with what the config said to do with their events.
     pub removed: Vec<(CalendarKey, OnCalendarRemoved)>,
+    /// Accounts with `calendars = "all"` whose list could not be read
+    /// (their calendars were left as they were).
+    pub unread: Vec<String>,
 }
 
 impl Starter {
@@ -227,6 +243,7 @@ impl Starter {
             debounce: cfg.sync.debounce,
             retry_base: cfg.sync.retry_base,
         };
+        let mut applied = Applied::default();
         let mut wanted: BTreeMap<CalendarKey, Arc<GoogleClient>> = BTreeMap::new();
         for account in &cfg.accounts {
             let client = match self.calendars.client(&account.name) {
@@ -239,7 +256,17 @@ impl Starter {
                     }
                 },
             };
-            let ids = calendar_ids(account, &client).await;
+            let ids = match calendar_ids(account, &client).await {
+                Some(ids) => ids,
+                // An unread list is not an empty one: taking it as such
+                // would write a `deleted` record for every event of every
+                // calendar of the account, and create them all again at
+                // the next read. Its calendars stay as they are.
+                None => {
+                    applied.unread.push(account.name.clone());
+                    self.calendars.ids_of(&account.name)
+                }
+            };
             client.set_followed(ids.len());
             let floor = client.poll_floor();
             if floor > cfg.sync.poll_interval {
@@ -264,7 +291,6 @@ impl Starter {
                 }
             }
         }
-        let mut applied = Applied::default();
         for key in self.calendars.keys() {
             if !wanted.contains_key(&key) {
                 let engine = match self.calendars.0.write() {
@@ -351,9 +377,11 @@ async fn client(
 }
 
 /// The account's calendars; `"all"` is read from its calendarList.
-async fn calendar_ids(account: &Account, client: &GoogleClient) -> Vec<String> {
+/// The calendars `account` follows; None when its calendar list could not
+/// be read whole.
+async fn calendar_ids(account: &Account, client: &GoogleClient) -> Option<Vec<String>> {
     match &account.calendars {
-        CalendarSelection::List(ids) => ids.clone(),
+        CalendarSelection::List(ids) => Some(ids.clone()),
         CalendarSelection::All => {
             let mut ids = Vec::new();
             let mut page: Option<String> = None;
@@ -372,12 +400,12 @@ async fn calendar_ids(account: &Account, client: &GoogleClient) -> Vec<String> {
                         );
                         match next {
                             Some(n) => page = Some(n),
-                            None => return ids,
+                            None => return Some(ids),
                         }
                     }
                     Err(e) => {
-                        tracing::error!(account = %account.name, error = %e, "cannot read the calendar list; following none of its calendars until the next reload");
-                        return ids;
+                        tracing::error!(account = %account.name, error = %e, "cannot read the calendar list; its calendars stay as they were until it is read again");
+                        return None;
                     }
                 }
             }

@@ -158,7 +158,7 @@ pub async fn run(
             metrics: metrics.clone(),
         },
     );
-    starter.apply(&config, None).await;
+    let first = starter.apply(&config, None).await;
     let calendars = starter.calendars.clone();
     tracing::info!(
         calendars = calendars.len(),
@@ -194,6 +194,7 @@ pub async fn run(
         starter,
         channels: channel_tx,
         config: config.clone(),
+        unread: u32::from(!first.unread.is_empty()),
     };
     tasks.spawn(
         "accounts supervisor",

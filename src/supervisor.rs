@@ -23,6 +23,10 @@ pub(crate) struct Supervisor {
     pub channels: mpsc::Sender<ChannelMsg>,
     /// The configuration running now.
     pub config: Arc<Config>,
+    /// Reads of a calendar list that failed in a row (so far): the next
+    /// one comes sooner than the poll interval (30 s doubling up to 5
+    /// minutes).
+    pub unread: u32,
 }
 
 impl Supervisor {
@@ -34,14 +38,18 @@ impl Supervisor {
     ) {
         let list_trigger = self.starter.calendars.list_trigger();
         loop {
-            let next_refresh = list_refresh(&self.config).map(|d| tokio::time::Instant::now() + d);
+            let next_refresh = match self.unread {
+                0 => list_refresh(&self.config),
+                n => Some(crate::sync::retry_delay(LIST_RETRY, n, None)),
+            }
+            .map(|d| tokio::time::Instant::now() + d);
             let timer = async {
                 match next_refresh {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let applied = tokio::select! {
                 _ = stop.cancelled() => return,
                 msg = reloads.recv() => match msg {
                     Some((new, done)) => {
@@ -49,17 +57,23 @@ impl Supervisor {
                         let applied = self.apply(&old).await;
                         tracing::info!(config = %self.config.path.display(), accounts = self.config.accounts.len(), added = applied.added.len(), removed = applied.removed.len(), "configuration reloaded");
                         let _ = done.send(());
+                        applied
                     }
                     None => return,
                 },
                 _ = list_trigger.notified() => self.refresh().await,
                 _ = timer => self.refresh().await,
-            }
+            };
+            self.unread = if applied.unread.is_empty() {
+                0
+            } else {
+                self.unread + 1
+            };
         }
     }
 
     /// A followed calendar list may have changed.
-    async fn refresh(&self) {
+    async fn refresh(&self) -> Applied {
         let applied = self.apply(&self.config.clone()).await;
         if !applied.added.is_empty() || !applied.removed.is_empty() {
             tracing::info!(
@@ -68,6 +82,7 @@ impl Supervisor {
                 "calendar list changed"
             );
         }
+        applied
     }
 
     /// Makes the running calendars those of the current configuration and
@@ -101,6 +116,10 @@ impl Supervisor {
         applied
     }
 }
+
+/// The first delay before a calendar list that could not be read is read
+/// again.
+const LIST_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Accounts with `calendars = "all"` have their calendar list read again
 /// this often (jittered), so calendars that appear or disappear are

@@ -648,6 +648,82 @@ async fn calendars_all_follows_calendars_that_appear_and_disappear() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_calendar_list_that_cannot_be_read_removes_no_calendar() {
+    let mut h = Harness::start(
+        "follow-all-unread",
+        Setup {
+            poll_interval: "1h",
+            ..Default::default()
+        },
+    )
+    .await;
+    h.follow_all().await;
+    let team = h
+        .emu
+        .create_calendar(CAL, None, "Team", "UTC")
+        .expect("calendar");
+    let booked = h
+        .emu
+        .edit(&team, Edit::Insert(event("booked", 2)), false)
+        .await
+        .expect("insert");
+    let base = h
+        .wait_changes("the team calendar's event", 0, WAIT, |c| {
+            c.iter().any(|r| r["event_id"] == booked["id"])
+        })
+        .await;
+    emu::wait_until("a channel on the team calendar", WAIT, || {
+        h.has_active_channel(&team).then_some(())
+    })
+    .await;
+    // The next read of the calendar list fails: a new calendar pings the
+    // list's channel, and the read that ping wakes meets a 500.
+    let injected = h.emu.counters().faults_injected;
+    h.emu.set_faults(vec![gcal_syncd::emulator::FaultRule {
+        kind: gcal_syncd::emulator::FaultKind::Backend500,
+        rate: 1.0,
+        method: Some("calendarList.list".into()),
+        remaining: Some(1),
+        slow_ms: 0,
+    }]);
+    let other = h
+        .emu
+        .create_calendar(CAL, None, "Other", "UTC")
+        .expect("calendar");
+    emu::wait_until("the failed calendar list read", WAIT, || {
+        (h.emu.counters().faults_injected > injected).then_some(())
+    })
+    .await;
+    // The daemon reads the list again on its own, well before the hour of
+    // polls, and follows the new calendar.
+    let later = h
+        .emu
+        .edit(&other, Edit::Insert(event("later", 3)), false)
+        .await
+        .expect("insert");
+    let after = h
+        .wait_changes("the new calendar's event", last_seq(&base), WAIT, |c| {
+            c.iter().any(|r| r["event_id"] == later["id"])
+        })
+        .await;
+    assert!(
+        of_kind(&after, "deleted").is_empty(),
+        "a failed list read removed calendars: {}",
+        summary(&after)
+    );
+    let (_, cals) = h.get("/v1/calendars").await;
+    let followed: Vec<&Value> = cals["calendars"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["calendar_id"])
+        .collect();
+    for id in [CAL, team.as_str(), other.as_str()] {
+        assert!(followed.contains(&&json!(id)), "{id} not followed: {cals}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restart_on_another_hook_address_replaces_the_channel_at_once() {
     let mut h = Harness::start("push-moved", Setup::default()).await;
     let old = wait_channel(&h).await;
