@@ -197,9 +197,10 @@ pub(crate) struct Applied {
     pub added: Vec<CalendarKey>,
     /// Removed calendars, with what the config said to do with their events.
     pub removed: Vec<(CalendarKey, OnCalendarRemoved)>,
-    /// Accounts with `calendars = "all"` whose list could not be read
-    /// (their calendars were left as they were).
-    pub unread: Vec<String>,
+    /// Accounts whose calendars could not be told: set-up failed, or the
+    /// calendar list could not be read (their calendars were left as they
+    /// were). Tried again soon.
+    pub unsettled: Vec<String>,
 }
 
 impl Starter {
@@ -251,7 +252,8 @@ impl Starter {
                 None => match client(cfg, account, &self.http).await {
                     Ok(c) => Arc::new(c),
                     Err(e) => {
-                        tracing::error!(account = %account.name, error = %e, "cannot set up the account; its calendars will not sync");
+                        tracing::error!(account = %account.name, error = %e, "cannot set up the account; its calendars will not sync until it can");
+                        applied.unsettled.push(account.name.clone());
                         continue;
                     }
                 },
@@ -263,7 +265,7 @@ impl Starter {
                 // calendar of the account, and create them all again at
                 // the next read. Its calendars stay as they are.
                 None => {
-                    applied.unread.push(account.name.clone());
+                    applied.unsettled.push(account.name.clone());
                     self.calendars.ids_of(&account.name)
                 }
             };

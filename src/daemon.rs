@@ -194,7 +194,8 @@ pub async fn run(
         starter,
         channels: channel_tx,
         config: config.clone(),
-        unread: u32::from(!first.unread.is_empty()),
+        unsettled: first.unsettled,
+        failed_reads: 0,
     };
     tasks.spawn(
         "accounts supervisor",

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Applied, Starter};
+use crate::accounts::{Applied, Starter, Watched};
 use crate::channels::ChannelMsg;
 use crate::config::{CalendarSelection, Config, OnCalendarRemoved};
+use crate::store::CalendarKey;
 
 /// A configuration to apply, and where to say it has been.
 pub(crate) type Reload = (Arc<Config>, oneshot::Sender<()>);
@@ -23,10 +24,12 @@ pub(crate) struct Supervisor {
     pub channels: mpsc::Sender<ChannelMsg>,
     /// The configuration running now.
     pub config: Arc<Config>,
-    /// Reads of a calendar list that failed in a row (so far): the next
-    /// one comes sooner than the poll interval (30 s doubling up to 5
+    /// Accounts whose calendars could not be told at the last apply (see
+    /// [`Applied::unsettled`]), and how many applies in a row left some:
+    /// the next comes sooner than the poll interval (30 s doubling up to 5
     /// minutes).
-    pub unread: u32,
+    pub unsettled: Vec<String>,
+    pub failed_reads: u32,
 }
 
 impl Supervisor {
@@ -37,10 +40,11 @@ impl Supervisor {
         stop: CancellationToken,
     ) {
         let list_trigger = self.starter.calendars.list_trigger();
+        self.purge_leftovers().await;
         loop {
-            let next_refresh = match self.unread {
-                0 => list_refresh(&self.config),
-                n => Some(crate::sync::retry_delay(LIST_RETRY, n, None)),
+            let next_refresh = match (self.unsettled.is_empty(), self.failed_reads) {
+                (true, _) => list_refresh(&self.config),
+                (false, n) => Some(crate::sync::retry_delay(LIST_RETRY, n.max(1), None)),
             }
             .map(|d| tokio::time::Instant::now() + d);
             let timer = async {
@@ -64,11 +68,17 @@ impl Supervisor {
                 _ = list_trigger.notified() => self.refresh().await,
                 _ = timer => self.refresh().await,
             };
-            self.unread = if applied.unread.is_empty() {
+            let settled_now = !self.unsettled.is_empty()
+                && (self.unsettled.iter()).any(|a| !applied.unsettled.contains(a));
+            self.failed_reads = if applied.unsettled.is_empty() {
                 0
             } else {
-                self.unread + 1
+                self.failed_reads + 1
             };
+            self.unsettled = applied.unsettled;
+            if settled_now {
+                self.purge_leftovers().await;
+            }
         }
     }
 
@@ -85,23 +95,63 @@ impl Supervisor {
         applied
     }
 
+    /// Gives the calendars the store holds but nothing follows what a
+    /// reload that removed them would have: those removed from the
+    /// configuration while the daemon was stopped, and those whose final
+    /// records a stop cut short. Accounts whose calendars cannot be told
+    /// yet are left alone (a list that could not be read removes nothing).
+    async fn purge_leftovers(&self) {
+        let (store, _) = self.starter.store_and_feed();
+        let stored = match store.calendars() {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the stored calendars; calendars removed while the daemon was stopped keep their events");
+                return;
+            }
+        };
+        for (key, _) in stored {
+            let followed = self
+                .starter
+                .calendars
+                .contains(&Watched::Events(key.clone()));
+            if followed || self.unsettled.contains(&key.account) {
+                continue;
+            }
+            if store.events(&key).next().is_none() {
+                continue; // purged, or kept empty
+            }
+            let policy = (self.config.accounts.iter())
+                .find(|a| a.name == key.account)
+                .map_or(OnCalendarRemoved::EmitDeletes, |a| a.on_calendar_removed);
+            if policy == OnCalendarRemoved::EmitDeletes {
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, "a calendar no longer configured still has events (removed while the daemon was stopped, or its final records were cut short)");
+                self.purge(&key).await;
+            }
+        }
+    }
+
+    /// Writes the final `deleted` records of a calendar that went away.
+    async fn purge(&self, key: &CalendarKey) {
+        let (store, feed) = self.starter.store_and_feed();
+        match crate::sync::purge_calendar(store, feed, key).await {
+            Ok(n) => {
+                tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
+            }
+            Err(e) => {
+                tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
+            }
+        }
+    }
+
     /// Makes the running calendars those of the current configuration and
     /// acts on the difference: removed calendars get their channels stopped
     /// and (unless `keep`) final deleted records; added ones get a channel
     /// (and so a full sync). `old` is the configuration replaced.
     async fn apply(&self, old: &Config) -> Applied {
         let applied = self.starter.apply(&self.config, Some(old)).await;
-        let (store, feed) = self.starter.store_and_feed();
         for (key, policy) in &applied.removed {
             if *policy == OnCalendarRemoved::EmitDeletes {
-                match crate::sync::purge_calendar(store, feed, key).await {
-                    Ok(n) => {
-                        tracing::info!(account = %key.account, calendar = %key.calendar_id, records = n, "final deleted records written")
-                    }
-                    Err(e) => {
-                        tracing::error!(account = %key.account, calendar = %key.calendar_id, error = %e, "cannot write the final deleted records")
-                    }
-                }
+                self.purge(key).await;
             }
         }
         // Waits for room rather than dropping: a new calendar's first full

@@ -368,7 +368,8 @@ impl Trees {
     /// `name`: `abort_after_chunk` after each page transaction,
     /// `abort_after_migration_batch` after each batch of the migration,
     /// `abort_after_sink_ack` after a sink's batch was acknowledged and
-    /// before its cursor moves.
+    /// before its cursor moves, `abort_after_purge_page` after each page of
+    /// a removed calendar's final records.
     fn failpoint(&self, name: &str) {
         static AT: OnceLock<Option<(String, usize)>> = OnceLock::new();
         static PASSED: AtomicUsize = AtomicUsize::new(0);

@@ -268,17 +268,34 @@ impl StatusBoard {
 }
 
 /// Writes a final `deleted` record for every event of a calendar that left
-/// the configuration, removes its events and forgets its sync token, in
-/// pages of [`PURGE_PAGE`] events (so that a big calendar is never held in
-/// memory whole), the state last. Returns the number of records.
+/// the configuration and removes its events, in pages of [`PURGE_PAGE`]
+/// events (so that a big calendar is never held in memory whole). Returns
+/// the number of records.
+///
+/// The sync token goes first, in a write of its own: a purge cut short (a
+/// crash, a full disk) leaves events without a token. Should the calendar
+/// come back, its next pass is then a full sync diffed against what is
+/// left, which reports the purged events as created; with the token kept,
+/// an incremental pass would never have reported them again. A purge cut
+/// short is finished at the next start (see the accounts supervisor).
 pub(crate) async fn purge_calendar(
     store: &crate::store::Store,
     feed: &crate::feed::Feed,
     key: &CalendarKey,
 ) -> Result<usize, crate::store::StoreError> {
-    use crate::store::{CalendarState, PageWrite};
+    use crate::store::PageWrite;
     let now = crate::time::Timestamp::now();
-    let kept = store.calendar(key)?;
+    let mut state = store.calendar(key)?;
+    let write = |deletes, changes, state| PageWrite {
+        calendar: key.clone(),
+        upserts: vec![],
+        deletes,
+        changes,
+        state,
+    };
+    if state.sync_token.take().is_some() {
+        feed.apply(write(vec![], vec![], state.clone())).await?;
+    }
     let mut n = 0;
     loop {
         // Each page removes what it read, so the next scan starts past it.
@@ -296,18 +313,11 @@ pub(crate) async fn purge_calendar(
         }
         let last = deletes.len() < PURGE_PAGE;
         n += changes.len();
-        feed.apply(PageWrite {
-            calendar: key.clone(),
-            upserts: vec![],
-            deletes,
-            changes,
-            state: if last {
-                CalendarState::default()
-            } else {
-                kept.clone()
-            },
-        })
-        .await?;
+        if last {
+            state = crate::store::CalendarState::default();
+        }
+        feed.apply(write(deletes, changes, state.clone())).await?;
+        store.failpoint("abort_after_purge_page");
         if last {
             return Ok(n);
         }

@@ -342,3 +342,150 @@ async fn a_stop_between_the_transactions_of_a_page_loses_and_doubles_nothing() {
         emu.shutdown().await;
     }
 }
+
+/// Events of a calendar that takes two pages of final records (a purge
+/// page is 2500 events).
+const PURGED: usize = 2600;
+
+/// A synced calendar of [`PURGED`] events, then removed from the
+/// configuration while the daemon is stopped (the account follows another
+/// calendar instead), then a start stopped by its fail point after the
+/// first page of the final records. Returns the emulator, the directory,
+/// the other calendar's id and the store the stop left.
+async fn purge_cut_short(name: &str) -> (gcal_syncd::emulator::Emulator, TempDir, String, Store) {
+    let (emu, dir) = calendar_of(PURGED, name).await;
+    sync_and_stop(&dir).await;
+    let other = emu
+        .create_calendar(CAL, None, "Other", "UTC")
+        .expect("calendar");
+    let text = std::fs::read_to_string(dir.path().join("config.toml")).expect("config");
+    let followed = "calendars = [\"primary\"]";
+    assert!(text.contains(followed), "{text}");
+    dir.write(
+        "config.toml",
+        &text.replace(followed, &format!("calendars = [\"{other}\"]")),
+    );
+    let mut d = Daemon::spawn_with_env(
+        &["run", "--config", "config.toml"],
+        dir.path(),
+        &[("GCAL_SYNCD_FAILPOINT", "abort_after_purge_page:1")],
+    );
+    assert_eq!(
+        d.wait_exit(WAIT),
+        None,
+        "the daemon should have been stopped by its fail point"
+    );
+    let store = Store::open(&dir.path().join("store")).expect("open store");
+    (emu, dir, other, store)
+}
+
+/// How many records of each kind the feed holds for each event of primary.
+fn kinds_by_event(store: &Store) -> HashMap<String, Vec<gcal_syncd::store::ChangeKind>> {
+    let mut by_event: HashMap<String, Vec<_>> = HashMap::new();
+    for r in records(store) {
+        if r.calendar_id == "primary" {
+            by_event.entry(r.event_id).or_default().push(r.change);
+        }
+    }
+    by_event
+}
+
+/// A calendar removed from the configuration while the daemon was stopped
+/// gets its final `deleted` records at the next start, as a reload would
+/// have given them; a stop in the middle of them leaves no sync token, and
+/// the start after finishes them: every event deleted exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calendar_removed_while_stopped_gets_its_final_records_at_start_even_across_a_crash() {
+    use gcal_syncd::store::ChangeKind::{Created, Deleted};
+    let key = CalendarKey::new("emu", "primary");
+    let (_emu, dir, _other, store) = purge_cut_short("purge-at-start").await;
+    assert_eq!(
+        store.calendar(&key).expect("state").sync_token,
+        None,
+        "the token outlived the first page of final records"
+    );
+    let deleted = |by: &HashMap<String, Vec<_>>| {
+        by.values()
+            .filter(|k: &&Vec<_>| k.contains(&Deleted))
+            .count()
+    };
+    let cut = kinds_by_event(&store);
+    assert_eq!(deleted(&cut), 2500, "deleted records after the stop");
+    assert_eq!(store.events(&key).count(), PURGED - 2500, "events left");
+    drop(store);
+
+    let (mut d, _) = start(&dir);
+    let line = d.wait_for_line("final deleted records written", WAIT);
+    assert_eq!(Daemon::field(&line, "records"), (PURGED - 2500).to_string());
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT), Some(0));
+    let store = Store::open(&dir.path().join("store")).expect("open store");
+    let by_event = kinds_by_event(&store);
+    assert_eq!(by_event.len(), PURGED, "events with records");
+    for (id, kinds) in &by_event {
+        assert_eq!(kinds, &vec![Created, Deleted], "records of {id}");
+    }
+    assert_eq!(store.events(&key).count(), 0, "events left");
+    drop(store);
+    // Started again, it has nothing more to say about the calendar.
+    let (mut d, api) = start(&dir);
+    wait_synced(&api).await;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT), Some(0));
+    assert!(d.logged("final deleted records written").is_none());
+}
+
+/// A calendar brought back after its final records were cut short is fully
+/// synced again (its token went first): the events deleted before the stop
+/// are reported created again, the others not at all, and the store ends
+/// equal to the emulator. With the token kept, an incremental pass would
+/// never have reported the deleted ones again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_calendar_brought_back_after_a_purge_cut_short_loses_no_event() {
+    use gcal_syncd::store::ChangeKind::{Created, Deleted};
+    let key = CalendarKey::new("emu", "primary");
+    let (emu, dir, other, store) = purge_cut_short("purge-back").await;
+    drop(store);
+    let text = std::fs::read_to_string(dir.path().join("config.toml")).expect("config");
+    dir.write(
+        "config.toml",
+        &text.replace(
+            &format!("calendars = [\"{other}\"]"),
+            &format!("calendars = [\"primary\", \"{other}\"]"),
+        ),
+    );
+    let (mut d, _) = start(&dir);
+    loop {
+        let line = d.wait_for_line("sync pass done", WAIT);
+        if line.contains("calendar=primary") {
+            assert!(line.contains("kind=\"full\""), "{line}");
+            break;
+        }
+    }
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(WAIT), Some(0));
+    let store = Store::open(&dir.path().join("store")).expect("open store");
+    let by_event = kinds_by_event(&store);
+    let deleted_then_created = by_event
+        .values()
+        .filter(|k| **k == vec![Created, Deleted, Created])
+        .count();
+    let untouched = by_event.values().filter(|k| **k == vec![Created]).count();
+    assert_eq!(
+        (deleted_then_created, untouched),
+        (2500, PURGED - 2500),
+        "records per event after the calendar came back"
+    );
+    let stored: HashMap<String, String> = store
+        .events(&key)
+        .map(|v| v.expect("event"))
+        .map(|v| (v.id, v.etag.unwrap_or_default()))
+        .collect();
+    let google: HashMap<String, String> = emu
+        .etags(CAL)
+        .into_iter()
+        .map(|(id, etag, _)| (id, etag))
+        .collect();
+    assert_eq!(stored.len(), PURGED);
+    assert!(stored == google, "the store differs from the emulator");
+}
