@@ -191,6 +191,7 @@ async fn sse(emu: &Emulator, http: &reqwest::Client, api: &str, pid: Option<u32>
     let after = rss();
     let ids: Vec<String> = emu.etags(CAL).into_iter().map(|(id, _, _)| id).collect();
     let mut lat = Vec::with_capacity(CLIENTS * ROUNDS);
+    let mut slowest = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t = Instant::now();
@@ -224,6 +225,7 @@ async fn sse(emu: &Emulator, http: &reqwest::Client, api: &str, pid: Option<u32>
             lat.push(at.saturating_duration_since(t));
             ready.push(s);
         }
+        slowest.push(lat.iter().rev().take(CLIENTS).max().copied());
     }
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -232,10 +234,14 @@ async fn sse(emu: &Emulator, http: &reqwest::Client, api: &str, pid: Option<u32>
         Some(_) => "daemon in its own process",
     };
     println!(
-        "| {CLIENTS} SSE clients ({whose}), {ROUNDS} edits: edit -> each client has the record | p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms | RSS +{:.1} KB per client |",
+        "| {CLIENTS} SSE clients ({whose}), {ROUNDS} edits: edit -> each client has the record | p50 {:.2} ms | p99 {:.2} ms | max {:.2} ms | slowest client per edit {} ms | RSS +{:.1} KB per client |",
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99)),
         ms(lat.last().copied().unwrap_or_default()),
+        (slowest.iter().flatten())
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", "),
         after.saturating_sub(before) as f64 / CLIENTS as f64
     );
 }
