@@ -378,9 +378,8 @@ async fn client(
     ))
 }
 
-/// The account's calendars; `"all"` is read from its calendarList.
-/// The calendars `account` follows; None when its calendar list could not
-/// be read whole.
+/// The calendars `account` follows (`"all"`: read from its calendarList);
+/// None when its calendar list could not be read whole.
 async fn calendar_ids(account: &Account, client: &GoogleClient) -> Option<Vec<String>> {
     match &account.calendars {
         CalendarSelection::List(ids) => Some(ids.clone()),
