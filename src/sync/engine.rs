@@ -217,7 +217,7 @@ impl Engine {
     }
 
     /// Watch first, then list: a calendar never synced waits (at most
-    /// [`CHANNEL_WAIT`]) for the channel scheduler to make its channel, so
+    /// [`channel_wait`]) for the channel scheduler to make its channel, so
     /// that its full sync covers every change the channel will not ping
     /// for, and no second listing is needed once the channel exists. A
     /// calendar with a sync token catches up at once (that listing is
@@ -226,11 +226,12 @@ impl Engine {
         if self.has_sync_token() {
             return false;
         }
+        let wait = channel_wait(self.google.renewal_time());
         tokio::select! {
             _ = self.stop.cancelled() => true,
             _ = self.trigger.wait_channel_settled() => false,
-            _ = tokio::time::sleep(CHANNEL_WAIT) => {
-                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, waited = ?CHANNEL_WAIT, "the calendar has no channel yet; full sync without waiting longer");
+            _ = tokio::time::sleep(wait) => {
+                tracing::info!(account = %self.key.account, calendar = %self.key.calendar_id, waited = ?wait, "the calendar has no channel yet; full sync without waiting longer");
                 false
             }
         }
@@ -267,9 +268,17 @@ impl Engine {
 }
 
 /// How long a first full sync waits for the calendar's channel: long
-/// enough for the scheduler to watch thousands of calendars at Google's
-/// quota, short enough that a stuck scheduler delays nothing for long.
-const CHANNEL_WAIT: Duration = Duration::from_secs(20 * 60);
+/// enough for the scheduler to reach the last calendar of a start-up,
+/// short enough that a stuck scheduler delays nothing for long. A start-up
+/// costs two background calls per calendar (a watch and a list), which is
+/// what `renewal` (the time to replace every channel of the account, two
+/// calls each) measures; a quarter more for slack, and 20 minutes at
+/// least. With a fixed 20 minutes, a start-up of 10,000 calendars at
+/// 600/min (36 minutes at the floor) let the last 4000 or so list before
+/// their channel existed, and list again once it did.
+fn channel_wait(renewal: Duration) -> Duration {
+    renewal.mul_f64(1.25).max(Duration::from_secs(20 * 60))
+}
 
 /// `from + d`, or a month from `from` where that overflows the clock.
 fn later(from: Instant, d: Duration) -> Instant {
@@ -281,5 +290,22 @@ fn describe(e: &PassError) -> String {
     match e {
         PassError::Google(GoogleError::Unauthorized(m)) => format!("needs re-authorisation: {m}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_sync_waits_for_its_channel_as_long_as_the_start_up_can_take() {
+        let minutes = |d: Duration| d.as_secs() / 60;
+        // Few calendars: 20 minutes, for a scheduler that is slow to start.
+        assert_eq!(minutes(channel_wait(Duration::ZERO)), 20);
+        // 10,000 calendars at 600/min: 20,000 background calls at 570 per
+        // 62 s (Limiter::background_time) take 36 minutes.
+        let renewal = Duration::from_secs(20_000 * 62 / 570);
+        assert_eq!(minutes(renewal), 36);
+        assert_eq!(minutes(channel_wait(renewal)), 45);
     }
 }
