@@ -171,7 +171,6 @@ impl Engine {
             }
             Err(PassError::Stopped) => return ControlFlow::Break(()),
             Err(e) => {
-                self.deps.board.update(&self.key, |s| s.counts.failed += 1);
                 if let PassError::Google(g) = &e {
                     self.deps
                         .metrics
@@ -246,9 +245,10 @@ impl Engine {
             .is_ok_and(|s| s.sync_token.is_some())
     }
 
-    /// Shows the failure in status (live only).
+    /// Shows a failed pass in status and counts it (live only).
     fn show_error(&self, message: &str) {
         self.deps.board.update(&self.key, |s| {
+            s.counts.failed += 1;
             s.state = EngineState::Backoff;
             s.progress = None;
             s.last_error = Some(message.to_string());
