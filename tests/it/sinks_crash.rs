@@ -33,11 +33,14 @@ fi
 "#;
 
 /// The seqs of each batch a command sink appended to `applied` (one JSON
-/// batch per line).
+/// batch per line). Only whole lines: a run may be appending the next one
+/// while the test reads.
 pub(crate) fn batches(dir: &TempDir) -> Vec<Vec<u64>> {
     std::fs::read_to_string(dir.path().join("applied"))
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(str::trim_end)
         .filter(|l| !l.is_empty())
         .map(|l| {
             let batch: Value = serde_json::from_str(l).expect("a JSON batch per run");
